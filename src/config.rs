@@ -1,0 +1,463 @@
+//! The daemon's settings: embedded defaults, a JSON file, command-line flags.
+//!
+//! Every key has one name (snake_case in the file, kebab-case as a flag) and
+//! one parser, so the file and the flags cannot drift apart. Anything the
+//! parser cannot accept stops the daemon at start with one line naming the
+//! key: a typo in a router's config must not become a silent default.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use log::LevelFilter;
+use miniserde::json::{Number, Value};
+
+/// Port the Dovecot plugin's default URL (`http://localhost:11619`) uses.
+pub const DEFAULT_PORT: u16 = 11619;
+/// Where packages put the store; used when the directory is writable.
+pub const SYSTEM_DB: &str = "/var/lib/xapsd/xapsd.redb";
+
+/// The keys the daemon understands, with the text `--help` shows.
+/// `cli.rs` checks in a test that each one has a flag and appears in help.
+pub const KEYS: &[(&str, &str)] = &[
+    ("listen", "plugin API addresses, addr:port (default 127.0.0.1:11619 and [::1]:11619)"),
+    ("db", "redb store file (default /var/lib/xapsd/xapsd.redb if writable, else the user's state dir)"),
+    ("cert_file", "PEM push certificate; its subject UID is the topic (default none: dry run)"),
+    ("key_file", "PEM private key of the push certificate (default: read from cert_file)"),
+    ("apns_endpoint", "production, sandbox or host:port (default production)"),
+    ("apns_ca_file", "extra PEM trust anchor for the APNs server (default none)"),
+    ("delay_secs", "seconds non-urgent events are held and folded (default 30)"),
+    ("expire_days", "days a device stays registered without re-registering (default 30)"),
+    ("log_level", "error, warn, info, debug or trace (default info)"),
+];
+
+/// Which APNs server pushes go to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApnsEndpoint {
+    Production,
+    Sandbox,
+    /// Any `host:port`, e.g. a test server.
+    Custom {
+        host: String,
+        port: u16,
+    },
+}
+
+impl ApnsEndpoint {
+    pub fn host(&self) -> &str {
+        match self {
+            ApnsEndpoint::Production => "api.push.apple.com",
+            ApnsEndpoint::Sandbox => "api.sandbox.push.apple.com",
+            ApnsEndpoint::Custom { host, .. } => host,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            ApnsEndpoint::Production | ApnsEndpoint::Sandbox => 443,
+            ApnsEndpoint::Custom { port, .. } => *port,
+        }
+    }
+}
+
+impl fmt::Display for ApnsEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApnsEndpoint::Production => f.write_str("production"),
+            ApnsEndpoint::Sandbox => f.write_str("sandbox"),
+            ApnsEndpoint::Custom { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// The effective settings of one run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    /// `None` until [`Config::resolve_db`] picks the default.
+    pub db: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub apns_endpoint: ApnsEndpoint,
+    pub apns_ca_file: Option<PathBuf>,
+    pub delay_secs: u64,
+    pub expire_days: u64,
+    pub log_level: LevelFilter,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT),
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), DEFAULT_PORT),
+            ],
+            db: None,
+            cert_file: None,
+            key_file: None,
+            apns_endpoint: ApnsEndpoint::Production,
+            apns_ca_file: None,
+            delay_secs: 30,
+            expire_days: 30,
+            log_level: LevelFilter::Info,
+        }
+    }
+}
+
+/// Why a configuration was refused. Display is the one line the admin sees.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    NotJson {
+        path: PathBuf,
+    },
+    NotAnObject {
+        path: PathBuf,
+    },
+    UnknownKey {
+        key: String,
+    },
+    WrongType {
+        key: &'static str,
+        expected: &'static str,
+    },
+    Invalid {
+        key: &'static str,
+        reason: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read config file {}: {source}", path.display())
+            }
+            ConfigError::NotJson { path } => {
+                write!(f, "config file {} is not valid JSON", path.display())
+            }
+            ConfigError::NotAnObject { path } => {
+                write!(
+                    f,
+                    "config file {} must hold one JSON object",
+                    path.display()
+                )
+            }
+            ConfigError::UnknownKey { key } => write!(f, "unknown config key `{key}`"),
+            ConfigError::WrongType { key, expected } => {
+                write!(f, "config key `{key}` must be {expected}")
+            }
+            ConfigError::Invalid { key, reason } => write!(f, "config key `{key}`: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads a JSON config file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::default();
+        config.apply_json(&text, path)?;
+        Ok(config)
+    }
+
+    /// Applies every key of a JSON object, refusing unknown keys.
+    pub fn apply_json(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let value: Value = miniserde::json::from_str(text).map_err(|_| ConfigError::NotJson {
+            path: path.to_owned(),
+        })?;
+        let Value::Object(object) = value else {
+            return Err(ConfigError::NotAnObject {
+                path: path.to_owned(),
+            });
+        };
+        for (key, value) in object.iter() {
+            self.set(key, value)?;
+        }
+        Ok(())
+    }
+
+    /// Sets one key. Flags come through here too, as JSON values.
+    pub fn set(&mut self, key: &str, value: &Value) -> Result<(), ConfigError> {
+        match key {
+            "listen" => self.listen = parse_listen(value)?,
+            "db" => self.db = Some(path("db", value)?),
+            "cert_file" => self.cert_file = Some(path("cert_file", value)?),
+            "key_file" => self.key_file = Some(path("key_file", value)?),
+            "apns_endpoint" => {
+                self.apns_endpoint = parse_endpoint(string("apns_endpoint", value)?)?
+            }
+            "apns_ca_file" => self.apns_ca_file = Some(path("apns_ca_file", value)?),
+            "delay_secs" => self.delay_secs = bounded("delay_secs", value, 0, 24 * 3600)?,
+            "expire_days" => self.expire_days = bounded("expire_days", value, 1, 3650)?,
+            "log_level" => self.log_level = parse_level(string("log_level", value)?)?,
+            other => {
+                return Err(ConfigError::UnknownKey {
+                    key: other.to_owned(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks relations between keys once all layers are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.key_file.is_some() && self.cert_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "key_file",
+                reason: "is set but cert_file is not".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Where the private key of `cert_file` is: its own file, or the same PEM.
+    pub fn key_path(&self) -> Option<&Path> {
+        self.key_file.as_deref().or(self.cert_file.as_deref())
+    }
+
+    /// Fills in `db` when no layer set it: the system path when its directory
+    /// is writable, else the user's state directory. Returns why it chose.
+    pub fn resolve_db(&mut self) -> Option<&'static str> {
+        if self.db.is_some() {
+            return None;
+        }
+        let system = Path::new(SYSTEM_DB);
+        let dir = system.parent().unwrap_or(Path::new("/"));
+        if nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok() {
+            self.db = Some(system.to_owned());
+            return Some("system state directory is writable");
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        self.db = Some(state.join("xapsd").join("xapsd.redb"));
+        Some("/var/lib/xapsd is not writable for this user")
+    }
+}
+
+fn string<'v>(key: &'static str, value: &'v Value) -> Result<&'v str, ConfigError> {
+    match value {
+        Value::String(s) => Ok(s),
+        _ => Err(ConfigError::WrongType {
+            key,
+            expected: "a string",
+        }),
+    }
+}
+
+fn path(key: &'static str, value: &Value) -> Result<PathBuf, ConfigError> {
+    let s = string(key, value)?;
+    if s.is_empty() {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(PathBuf::from(s))
+}
+
+fn bounded(key: &'static str, value: &Value, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let n = match value {
+        Value::Number(Number::U64(n)) => *n,
+        Value::Number(Number::I64(_)) => {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: "must not be negative".into(),
+            })
+        }
+        _ => {
+            return Err(ConfigError::WrongType {
+                key,
+                expected: "a whole number",
+            })
+        }
+    };
+    if n < min || n > max {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("{n} is outside {min}..={max}"),
+        });
+    }
+    Ok(n)
+}
+
+fn parse_listen(value: &Value) -> Result<Vec<SocketAddr>, ConfigError> {
+    const KEY: &str = "listen";
+    let items: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        // A single address is a common hand-written shorthand.
+        Value::String(_) => vec![value],
+        _ => {
+            return Err(ConfigError::WrongType {
+                key: KEY,
+                expected: "a list of addr:port strings",
+            })
+        }
+    };
+    if items.is_empty() {
+        return Err(ConfigError::Invalid {
+            key: KEY,
+            reason: "needs at least one address".into(),
+        });
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let s = string(KEY, item)?;
+            s.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+                key: KEY,
+                reason: format!("`{s}` is not addr:port (IPv6 as [::1]:11619)"),
+            })
+        })
+        .collect()
+}
+
+fn parse_endpoint(s: &str) -> Result<ApnsEndpoint, ConfigError> {
+    const KEY: &str = "apns_endpoint";
+    match s {
+        "production" => return Ok(ApnsEndpoint::Production),
+        "sandbox" | "development" => return Ok(ApnsEndpoint::Sandbox),
+        _ => {}
+    }
+    let invalid = || ConfigError::Invalid {
+        key: KEY,
+        reason: format!("`{s}` is not production, sandbox or host:port"),
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(invalid)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    if host.is_empty() || port == 0 {
+        return Err(invalid());
+    }
+    Ok(ApnsEndpoint::Custom {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn parse_level(s: &str) -> Result<LevelFilter, ConfigError> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" => Ok(LevelFilter::Off),
+        "error" => Ok(LevelFilter::Error),
+        "warn" | "warning" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        _ => Err(ConfigError::Invalid {
+            key: "log_level",
+            reason: format!("`{s}` is not error, warn, info, debug or trace"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        c.apply_json(text, Path::new("test.json"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_object_gives_defaults() {
+        assert_eq!(parse("{}").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn reads_every_key() {
+        let c = parse(
+            r#"{"listen":["127.0.0.1:1","[::1]:2"],"db":"/x.redb","cert_file":"c.pem",
+                "key_file":"k.pem","apns_endpoint":"localhost:8443","apns_ca_file":"ca.pem",
+                "delay_secs":0,"expire_days":7,"log_level":"debug"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.db.as_deref(), Some(Path::new("/x.redb")));
+        assert_eq!(c.key_path(), Some(Path::new("k.pem")));
+        assert_eq!(
+            c.apns_endpoint,
+            ApnsEndpoint::Custom {
+                host: "localhost".into(),
+                port: 8443
+            }
+        );
+        assert_eq!((c.delay_secs, c.expire_days), (0, 7));
+        assert_eq!(c.log_level, LevelFilter::Debug);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (r#"{"delay":3}"#, "unknown config key `delay`"),
+            (
+                r#"{"delay_secs":"3"}"#,
+                "config key `delay_secs` must be a whole number",
+            ),
+            (
+                r#"{"delay_secs":-3}"#,
+                "config key `delay_secs`: must not be negative",
+            ),
+            (
+                r#"{"expire_days":0}"#,
+                "config key `expire_days`: 0 is outside 1..=3650",
+            ),
+            (
+                r#"{"listen":[]}"#,
+                "config key `listen`: needs at least one address",
+            ),
+            (
+                r#"{"listen":["localhost"]}"#,
+                "config key `listen`: `localhost` is not addr:port",
+            ),
+            (
+                r#"{"apns_endpoint":"prod"}"#,
+                "config key `apns_endpoint`: `prod` is not",
+            ),
+            (
+                r#"{"log_level":"loud"}"#,
+                "config key `log_level`: `loud` is not",
+            ),
+            (
+                r#"{"key_file":"k.pem"}"#,
+                "config key `key_file`: is set but cert_file is not",
+            ),
+            (r#"[1]"#, "must hold one JSON object"),
+            (r#"{"listen":"#, "is not valid JSON"),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: got `{err}`, want `{want}`");
+        }
+    }
+
+    #[test]
+    fn key_file_defaults_to_the_certificate_file() {
+        let c = parse(r#"{"cert_file":"both.pem"}"#).unwrap();
+        assert_eq!(c.key_path(), Some(Path::new("both.pem")));
+    }
+
+    #[test]
+    fn endpoint_names() {
+        assert_eq!(
+            parse_endpoint("sandbox").unwrap().host(),
+            "api.sandbox.push.apple.com"
+        );
+        assert_eq!(parse_endpoint("production").unwrap().port(), 443);
+        assert_eq!(parse_endpoint("[::1]:9").unwrap().host(), "::1");
+        assert!(parse_endpoint("host:0").is_err());
+    }
+}

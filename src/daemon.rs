@@ -1,0 +1,333 @@
+//! Wires the parts together and runs them on smol until a signal says stop.
+//!
+//! One executor thread serves the plugin connections, the dispatcher and
+//! the APNs connection; the store has its own writer thread so an fsync
+//! never stalls the event loop.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_executor::{Executor, Task};
+use async_io::{Async, Timer};
+use log::LevelFilter;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::apns::connection::root_store;
+use crate::apns::ApnsClient;
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::identity::pem::PemIdentity;
+use crate::identity::{describe, IdentityError, IdentitySlot, PushIdentity};
+use crate::limits::Limits;
+use crate::plugin::http::{HttpFrontEnd, HttpStats};
+use crate::service::Service;
+use crate::store::{Store, StoreError, StoreLimits};
+
+/// How often registrations that were not renewed are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Why the daemon could not start (or had to stop).
+#[derive(Debug)]
+pub enum DaemonError {
+    Identity(IdentityError),
+    Store(PathBuf, StoreError),
+    Bind(std::net::SocketAddr, std::io::Error),
+    NothingBound,
+    CaFile(PathBuf, String),
+    Signals(std::io::Error),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Identity(e) => write!(f, "push identity: {e}"),
+            DaemonError::Store(path, e) => write!(f, "cannot open store {}: {e}", path.display()),
+            DaemonError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            DaemonError::NothingBound => f.write_str("no listen address could be bound"),
+            DaemonError::CaFile(path, e) => write!(f, "apns_ca_file {}: {e}", path.display()),
+            DaemonError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// simplelog to stderr (procd, OpenRC and journald capture it), our crate only.
+pub fn init_logging(level: LevelFilter) {
+    let config = simplelog::ConfigBuilder::new()
+        .add_filter_allow_str("xapsd")
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_time_format_rfc3339()
+        .build();
+    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+}
+
+/// Loads the configured identity; `None` means dry run.
+pub fn load_identity(config: &Config) -> Result<Option<Arc<dyn PushIdentity>>, IdentityError> {
+    match (&config.cert_file, config.key_path()) {
+        (Some(cert), Some(key)) => Ok(Some(Arc::new(PemIdentity::load(cert, key)?))),
+        _ => Ok(None),
+    }
+}
+
+fn store_limits(limits: &Limits) -> StoreLimits {
+    StoreLimits {
+        cache_bytes: limits.store_cache_bytes,
+        queue_len: limits.store_queue_len,
+        max_batch: limits.max_store_batch,
+        max_devices_per_user: limits.max_devices_per_user,
+    }
+}
+
+fn report_identity(identity: &dyn PushIdentity) {
+    let now = crate::clock::unix_now() as i64;
+    log::info!("{}", describe(identity, now));
+    if let Some(t) = identity.not_after() {
+        let days = (t - now).div_euclid(86_400);
+        if days < 0 {
+            log::error!("the push identity has expired: APNs will refuse every push");
+        } else if days < 30 {
+            log::warn!("the push identity expires in {days} days");
+        }
+    }
+    if identity.topic().len() <= 50 {
+        log::warn!(
+            "topic `{}` is 50 bytes or shorter: the Dovecot plugin rejects such answers",
+            identity.topic()
+        );
+    }
+}
+
+/// `xapsd check-config`: prints what would be in force; non-zero if unusable.
+pub fn check_config(mut config: Config) -> i32 {
+    let why = config.resolve_db();
+    let limits = Limits::default();
+    println!(
+        "listen: {:?}",
+        config
+            .listen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+    if let Some(db) = &config.db {
+        println!(
+            "db: {}{}",
+            db.display(),
+            why.map(|w| format!(" ({w})")).unwrap_or_default()
+        );
+    }
+    println!("apns_endpoint: {}", config.apns_endpoint);
+    println!(
+        "delay_secs: {}, expire_days: {}",
+        config.delay_secs, config.expire_days
+    );
+    println!("bounds: {limits:?}");
+    match load_identity(&config) {
+        Ok(Some(identity)) => {
+            println!(
+                "{}",
+                describe(identity.as_ref(), crate::clock::unix_now() as i64)
+            );
+            0
+        }
+        Ok(None) => {
+            println!("push identity: none (dry run: pushes are logged, not sent)");
+            0
+        }
+        Err(e) => {
+            println!("push identity: UNUSABLE: {e}");
+            1
+        }
+    }
+}
+
+fn bind_all(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
+    // The default binds both loopbacks; a box without IPv6 still starts.
+    let tolerant = config.listen == Config::default().listen;
+    let mut bound = Vec::new();
+    for addr in &config.listen {
+        match TcpListener::bind(addr).and_then(Async::new) {
+            Ok(listener) => {
+                let local = listener.get_ref().local_addr().unwrap_or(*addr);
+                log::info!("listening on {local}");
+                if !local.ip().is_loopback() {
+                    log::warn!("listening on non-loopback {local}: any host that reaches it can register devices");
+                }
+                bound.push(listener);
+            }
+            Err(e) if tolerant => log::warn!("cannot listen on {addr}: {e} (skipped)"),
+            Err(e) => return Err(DaemonError::Bind(*addr, e)),
+        }
+    }
+    if bound.is_empty() {
+        return Err(DaemonError::NothingBound);
+    }
+    Ok(bound)
+}
+
+fn extra_anchors(config: &Config) -> Result<Vec<CertificateDer<'static>>, DaemonError> {
+    let Some(path) = &config.apns_ca_file else {
+        return Ok(Vec::new());
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| DaemonError::CaFile(path.clone(), e.to_string()))?;
+    if certs.is_empty() {
+        return Err(DaemonError::CaFile(
+            path.clone(),
+            "holds no PEM certificate".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(mut config: Config) -> Result<(), DaemonError> {
+    log::info!("xapsd {} starting", env!("CARGO_PKG_VERSION"));
+    let limits = Arc::new(Limits::default());
+    let why = config.resolve_db();
+    let db_path = config.db.clone().unwrap_or_default();
+    if let Some(why) = why {
+        log::info!("store: {} ({why})", db_path.display());
+    }
+
+    let identity = load_identity(&config).map_err(DaemonError::Identity)?;
+    match &identity {
+        Some(identity) => report_identity(identity.as_ref()),
+        None => log::warn!("no push identity configured: dry run, pushes are logged and not sent"),
+    }
+    let slot = IdentitySlot::new(identity);
+    let anchors = extra_anchors(&config)?;
+
+    let store = Store::open(&db_path, store_limits(&limits))
+        .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
+    log::info!(
+        "store open: {} device(s) registered",
+        store.device_count().unwrap_or(0)
+    );
+    let listeners = bind_all(&config)?;
+
+    let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(DaemonError::Signals)?;
+    let signal_handle = signals.handle();
+    let (signal_tx, signal_rx) = async_channel::bounded::<i32>(8);
+    let signal_thread = std::thread::Builder::new()
+        .name("xapsd-signals".into())
+        .spawn(move || {
+            let mut signals = signals;
+            for signal in signals.forever() {
+                if signal_tx.send_blocking(signal).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(DaemonError::Signals)?;
+
+    let executor = Arc::new(Executor::new());
+    let apns = ApnsClient::new(
+        config.apns_endpoint.clone(),
+        root_store(&anchors),
+        slot.clone(),
+        Arc::clone(&limits),
+        Arc::clone(&executor),
+    );
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        apns,
+        Arc::clone(&executor),
+        Arc::clone(&limits),
+        Duration::from_secs(config.delay_secs),
+    );
+    let service = Arc::new(Service::new(
+        store.clone(),
+        dispatcher.clone(),
+        slot.clone(),
+        Arc::clone(&limits),
+    ));
+    let http = Arc::new(HttpFrontEnd {
+        service,
+        limits: Arc::clone(&limits),
+        stats: Arc::new(HttpStats::default()),
+        executor: Arc::clone(&executor),
+    });
+
+    let main = async {
+        let accepting: Vec<Task<()>> = listeners
+            .into_iter()
+            .map(|l| executor.spawn(Arc::clone(&http).serve(l)))
+            .collect();
+        let timers = executor.spawn({
+            let d = dispatcher.clone();
+            async move { d.run_timers().await }
+        });
+        let sender = executor.spawn({
+            let d = dispatcher.clone();
+            async move { d.run_sender().await }
+        });
+        let sweeper = executor.spawn(sweep_forever(store.clone(), config.expire_days));
+        log::info!("ready");
+
+        while let Ok(signal) = signal_rx.recv().await {
+            if signal == SIGHUP {
+                reload(&config, &slot);
+            } else {
+                log::info!("signal {signal}: shutting down");
+                break;
+            }
+        }
+        drop(accepting); // stop accepting; open connections end with the executor
+        sweeper.cancel().await;
+        dispatcher.shutdown(limits.shutdown_grace).await;
+        timers.cancel().await;
+        sender.cancel().await;
+    };
+    async_io::block_on(executor.run(main));
+
+    store.close();
+    signal_handle.close();
+    let _ = signal_thread.join();
+    log::info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: reload the identity files; on failure keep the one in force.
+fn reload(config: &Config, slot: &IdentitySlot) {
+    match load_identity(config) {
+        Ok(Some(identity)) => {
+            report_identity(identity.as_ref());
+            let topic = identity.topic().to_owned();
+            let old = slot.replace(identity);
+            log::info!("SIGHUP: push identity reloaded; queued pushes continue with it");
+            if old.is_some_and(|old| old != topic) {
+                log::warn!(
+                    "the push topic changed: devices must register again before they get pushes"
+                );
+            }
+        }
+        Ok(None) => log::info!("SIGHUP: no push identity configured; nothing to reload"),
+        Err(e) => log::error!("SIGHUP: reload failed, keeping the current identity: {e}"),
+    }
+}
+
+/// Removes registrations not renewed for `expire_days`, hourly.
+async fn sweep_forever(store: Store, expire_days: u64) {
+    loop {
+        let now = crate::clock::unix_now();
+        let cutoff = now.saturating_sub(expire_days * 86_400);
+        match store.sweep(cutoff).await {
+            Ok(crate::store::Written::Removed(n)) if n > 0 => {
+                log::info!("expired {n} registration(s) not renewed for {expire_days} days")
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("expiry sweep failed: {e}"),
+        }
+        Timer::after(SWEEP_INTERVAL).await;
+    }
+}

@@ -1,0 +1,27 @@
+//! xapsd: real push for iOS Mail on self-hosted Dovecot.
+//!
+//! The data path, one module each, dependencies pointing one way:
+//!
+//! ```text
+//! plugin (HTTP/1.1 API)  ->  service  ->  store (redb)
+//!                                 \->  dispatch  ->  apns (h2 + rustls)  <- identity
+//! ```
+//!
+//! [`plugin`] frames requests; [`service`] decides what they mean;
+//! [`store`] keeps registrations durable and knows nothing of HTTP or APNs;
+//! [`dispatch`] holds, folds, queues and retries pushes and applies APNs
+//! outcomes to the store; [`apns`] talks HTTP/2 to Apple with whatever
+//! [`identity`] is in force. [`daemon`] wires them together on smol.
+
+pub mod apns;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod dispatch;
+pub mod identity;
+pub mod limits;
+pub mod plugin;
+pub mod privacy;
+pub mod service;
+pub mod store;

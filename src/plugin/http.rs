@@ -1,0 +1,483 @@
+//! The plugin API over HTTP/1.1: `POST /register` and `POST /notify`.
+//!
+//! Dovecot's http-client holds one keep-alive connection per Dovecot
+//! process, so an IMAP server with thousands of users holds thousands of
+//! mostly idle connections. An idle connection here owns no buffer: it waits
+//! for readability, and only then allocates. httparse reads the request
+//! head; the bodies are always `Content-Length` framed.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_executor::Executor;
+use async_io::{Async, Timer};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::json;
+use crate::clock::within;
+use crate::limits::Limits;
+use crate::service::{NotifyOutcome, Service, ServiceError};
+
+/// Counters for reports and metrics.
+#[derive(Default, Debug)]
+pub struct HttpStats {
+    pub open: AtomicUsize,
+    pub accepted: AtomicU64,
+    pub refused_over_limit: AtomicU64,
+    pub requests: AtomicU64,
+    pub bad_requests: AtomicU64,
+}
+
+/// What one listener needs.
+pub struct HttpFrontEnd {
+    pub service: Arc<Service>,
+    pub limits: Arc<Limits>,
+    pub stats: Arc<HttpStats>,
+    pub executor: Arc<Executor<'static>>,
+}
+
+/// Decrements the open-connection count however the task ends.
+struct OpenSlot(Arc<HttpStats>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl HttpFrontEnd {
+    /// Accepts connections until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: Async<TcpListener>) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors or similar: pause instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    Timer::after(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let stats = &self.stats;
+            if stats.open.load(Ordering::Relaxed) >= self.limits.max_plugin_connections {
+                let n = stats.refused_over_limit.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    log::warn!(
+                        "plugin connection from {peer} closed: {} already open ({n} refused so far)",
+                        self.limits.max_plugin_connections
+                    );
+                }
+                continue;
+            }
+            stats.open.fetch_add(1, Ordering::Relaxed);
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            let slot = OpenSlot(Arc::clone(stats));
+            let this = Arc::clone(&self);
+            self.executor
+                .spawn(async move {
+                    this.connection(stream, peer).await;
+                    drop(slot);
+                })
+                .detach();
+        }
+    }
+
+    async fn connection(&self, mut stream: Async<TcpStream>, peer: SocketAddr) {
+        let limits = &self.limits;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            if buf.is_empty() {
+                buf = Vec::new(); // hold no memory while idle
+                match within(limits.plugin_idle_timeout, stream.readable()).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return,
+                    None => {
+                        log::debug!(
+                            "plugin connection from {peer} idle for {:?}: closed",
+                            limits.plugin_idle_timeout
+                        );
+                        return;
+                    }
+                }
+            }
+            let deadline = Instant::now() + limits.plugin_request_timeout;
+            let head = loop {
+                match parse_head(&buf, limits.max_request_headers) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) if buf.len() >= limits.max_request_head => {
+                        let _ = self
+                            .answer(
+                                &mut stream,
+                                peer,
+                                Reply::error(431, "request head too large"),
+                                true,
+                            )
+                            .await;
+                        return;
+                    }
+                    Ok(None) => {
+                        match read_more(&mut stream, &mut buf, limits.max_request_head, deadline)
+                            .await
+                        {
+                            ReadResult::Data => {}
+                            ReadResult::Closed => return,
+                            ReadResult::TimedOut => {
+                                if !buf.is_empty() {
+                                    let _ = self
+                                        .answer(
+                                            &mut stream,
+                                            peer,
+                                            Reply::error(408, "request not received in time"),
+                                            true,
+                                        )
+                                        .await;
+                                }
+                                return;
+                            }
+                        }
+                    }
+                    Err(reply) => {
+                        let _ = self.answer(&mut stream, peer, reply, true).await;
+                        return;
+                    }
+                }
+            };
+            let body_len = match head.body_length(limits.max_request_body) {
+                Ok(n) => n,
+                Err(reply) => {
+                    let _ = self.answer(&mut stream, peer, reply, true).await;
+                    return;
+                }
+            };
+            let total = head.len + body_len;
+            while buf.len() < total {
+                match read_more(&mut stream, &mut buf, total, deadline).await {
+                    ReadResult::Data => {}
+                    ReadResult::Closed => return,
+                    ReadResult::TimedOut => {
+                        let _ = self
+                            .answer(
+                                &mut stream,
+                                peer,
+                                Reply::error(408, "body not received in time"),
+                                true,
+                            )
+                            .await;
+                        return;
+                    }
+                }
+            }
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let reply = self.route(&head, &buf[head.len..total]).await;
+            let close = !head.keep_alive;
+            if self.answer(&mut stream, peer, reply, close).await.is_err() || close {
+                return;
+            }
+            buf.drain(..total);
+        }
+    }
+
+    async fn route(&self, head: &Head, body: &[u8]) -> Reply {
+        let path = head.path.split('?').next().unwrap_or_default();
+        match (path, head.method.as_str()) {
+            ("/register", "POST") => match json::register(body) {
+                Ok(request) => match self.service.register(request).await {
+                    Ok(topic) => Reply::ok(topic),
+                    Err(e) => service_error(e),
+                },
+                Err(e) => Reply::error(400, &e.to_string()),
+            },
+            ("/notify", "POST") => match json::notify(body) {
+                Ok(request) => match self.service.notify(request) {
+                    Ok(NotifyOutcome::Dispatched(_)) => Reply::ok(String::new()),
+                    Ok(NotifyOutcome::MailboxNotWatched) => Reply::status(204),
+                    Ok(NotifyOutcome::UnknownUser) => Reply::status(404),
+                    Err(e) => service_error(e),
+                },
+                Err(e) => Reply::error(400, &e.to_string()),
+            },
+            ("/register" | "/notify", _) => Reply::error(405, "use POST").with_allow(),
+            _ => Reply::error(404, "no such endpoint"),
+        }
+    }
+
+    async fn answer(
+        &self,
+        stream: &mut Async<TcpStream>,
+        peer: SocketAddr,
+        reply: Reply,
+        close: bool,
+    ) -> std::io::Result<()> {
+        if let Some(reason) = &reply.reason {
+            self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            if reply.code == 503 {
+                log::error!(
+                    "plugin request from {peer} failed ({}): {reason}",
+                    reply.code
+                );
+            } else {
+                log::warn!(
+                    "plugin request from {peer} refused ({}): {reason}",
+                    reply.code
+                );
+            }
+        }
+        let bytes = reply.encode(close);
+        match within(self.limits.plugin_request_timeout, stream.write_all(&bytes)).await {
+            Some(result) => result,
+            None => Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+fn service_error(e: ServiceError) -> Reply {
+    match e {
+        ServiceError::Invalid(reason) => Reply::error(400, &reason),
+        ServiceError::Store(_) => Reply::error(503, &e.to_string()),
+    }
+}
+
+enum ReadResult {
+    Data,
+    Closed,
+    TimedOut,
+}
+
+/// Reads what is available (at most up to `cap` bytes in `buf`) before `deadline`.
+async fn read_more(
+    stream: &mut Async<TcpStream>,
+    buf: &mut Vec<u8>,
+    cap: usize,
+    deadline: Instant,
+) -> ReadResult {
+    let start = buf.len();
+    let want = (cap.saturating_sub(start)).clamp(1, 4096);
+    buf.resize(start + want, 0);
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let result = within(wait, stream.read(&mut buf[start..])).await;
+    let got = match result {
+        Some(Ok(n)) => n,
+        Some(Err(_)) => 0,
+        None => {
+            buf.truncate(start);
+            return ReadResult::TimedOut;
+        }
+    };
+    buf.truncate(start + got);
+    if got == 0 {
+        ReadResult::Closed
+    } else {
+        ReadResult::Data
+    }
+}
+
+/// The parts of a request head the API needs.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    method: String,
+    path: String,
+    /// Bytes of the head, including the blank line.
+    len: usize,
+    content_length: Option<usize>,
+    chunked: bool,
+    keep_alive: bool,
+}
+
+impl Head {
+    fn body_length(&self, max: usize) -> Result<usize, Reply> {
+        if self.chunked {
+            return Err(Reply::error(
+                411,
+                "chunked bodies are not supported; send Content-Length",
+            ));
+        }
+        match self.content_length {
+            Some(n) if n > max => Err(Reply::error(413, &format!("body over {max} bytes"))),
+            Some(n) => Ok(n),
+            None if self.method == "POST" => Err(Reply::error(411, "Content-Length required")),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Parses a complete head; `Ok(None)` if more bytes are needed.
+fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reply::error(431, "too many header lines"))
+        }
+        Err(e) => return Err(Reply::error(400, &format!("malformed request head: {e}"))),
+    };
+    let version = req.version.unwrap_or(1);
+    let mut head = Head {
+        method: req.method.unwrap_or_default().to_owned(),
+        path: req.path.unwrap_or_default().to_owned(),
+        len,
+        content_length: None,
+        chunked: false,
+        keep_alive: version >= 1,
+    };
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n: usize = value
+                .parse()
+                .map_err(|_| Reply::error(400, "bad Content-Length"))?;
+            if head.content_length.is_some_and(|m| m != n) {
+                return Err(Reply::error(400, "conflicting Content-Length headers"));
+            }
+            head.content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    head.keep_alive = true;
+                }
+            }
+        }
+    }
+    Ok(Some(head))
+}
+
+/// An answer to the plugin. `reason` is set for errors and is logged.
+#[derive(Debug, PartialEq, Eq)]
+struct Reply {
+    code: u16,
+    body: String,
+    reason: Option<String>,
+    allow: bool,
+}
+
+impl Reply {
+    fn ok(body: String) -> Reply {
+        Reply {
+            code: 200,
+            body,
+            reason: None,
+            allow: false,
+        }
+    }
+
+    fn status(code: u16) -> Reply {
+        Reply {
+            code,
+            body: String::new(),
+            reason: None,
+            allow: false,
+        }
+    }
+
+    fn error(code: u16, reason: &str) -> Reply {
+        Reply {
+            code,
+            body: format!("{reason}\n"),
+            reason: Some(reason.to_owned()),
+            allow: false,
+        }
+    }
+
+    fn with_allow(mut self) -> Reply {
+        self.allow = true;
+        self
+    }
+
+    fn encode(&self, close: bool) -> Vec<u8> {
+        let text = match self.code {
+            200 => "OK",
+            204 => "No Content",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            411 => "Length Required",
+            413 => "Content Too Large",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            _ => "Error",
+        };
+        let mut out = format!("HTTP/1.1 {} {text}\r\n", self.code);
+        if self.code != 204 {
+            out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        if self.allow {
+            out.push_str("Allow: POST\r\n");
+        }
+        if close {
+            out.push_str("Connection: close\r\n");
+        }
+        out.push_str("\r\n");
+        if self.code != 204 {
+            out.push_str(&self.body);
+        }
+        out.into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_plugins_head() {
+        let raw = b"POST /register HTTP/1.1\r\nHost: 127.0.0.1:11619\r\nContent-Length: 234\r\nConnection: Keep-Alive\r\nContent-Type: application/json; charset=utf-8\r\n\r\n{";
+        let head = parse_head(raw, 32).unwrap().unwrap();
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.path, "/register");
+        assert_eq!(head.content_length, Some(234));
+        assert!(head.keep_alive);
+        assert_eq!(head.len, raw.len() - 1);
+        assert_eq!(parse_head(&raw[..20], 32).unwrap(), None);
+    }
+
+    #[test]
+    fn refuses_bad_heads() {
+        assert_eq!(
+            parse_head(b"\x01\x02 / HTTP/1.1\r\n\r\n", 32)
+                .unwrap_err()
+                .code,
+            400
+        );
+        let many = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(40));
+        assert_eq!(parse_head(many.as_bytes(), 32).unwrap_err().code, 431);
+        let conflict = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(parse_head(conflict, 32).unwrap_err().code, 400);
+        let head = parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 32)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.body_length(100).unwrap_err().code, 411);
+        let head = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", 32)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.body_length(100).unwrap_err().code, 413);
+    }
+
+    #[test]
+    fn http10_closes_unless_asked() {
+        let head = parse_head(b"POST / HTTP/1.0\r\nContent-Length: 0\r\n\r\n", 32)
+            .unwrap()
+            .unwrap();
+        assert!(!head.keep_alive);
+        let head = parse_head(b"POST / HTTP/1.1\r\nConnection: close\r\n\r\n", 32)
+            .unwrap()
+            .unwrap();
+        assert!(!head.keep_alive);
+    }
+
+    #[test]
+    fn encodes_replies() {
+        let r = Reply::ok("topic".into()).encode(false);
+        assert_eq!(r, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\ntopic");
+        let r = Reply::status(204).encode(true);
+        assert_eq!(r, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    }
+}

@@ -1,0 +1,592 @@
+//! The registration store: which devices want pushes for which user.
+//!
+//! A registration answered with 200 must survive a power cut, so every write
+//! is committed durably (fsync) before the caller hears back. Writes go to one
+//! writer thread that folds whatever is waiting into a single transaction
+//! (group commit): a burst of registrations costs one fsync, not one each.
+//! Reads run on the caller's thread; redb's MVCC lets them proceed while the
+//! writer commits. This module knows nothing of HTTP or APNs.
+//!
+//! Layout (schema version 1):
+//! - `meta`: `schema_version` -> 1
+//! - `devices`: device token -> [`Device`] as JSON (miniserde)
+//! - `user_devices`: username -> device tokens (multimap index)
+
+use std::fmt;
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use miniserde::{Deserialize, Serialize};
+use redb::{
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+
+/// The schema this build writes. Older stores are migrated on open.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+const USER_DEVICES: MultimapTableDefinition<&str, &str> =
+    MultimapTableDefinition::new("user_devices");
+
+/// One registered device. The token is its key: a token that shows up under
+/// another account or user moves there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Lower-case hex, as APNs expects it in the request path.
+    pub token: String,
+    pub account_id: String,
+    /// Lower-cased, so lookups ignore case the way Dovecot's users do.
+    pub user: String,
+    pub mailboxes: Vec<String>,
+    /// Unix seconds of the last registration.
+    pub registered_at: u64,
+}
+
+impl Device {
+    /// Whether this device asked for pushes about `mailbox`. `INBOX` is
+    /// case-insensitive in IMAP; other names are compared exactly.
+    pub fn wants(&self, mailbox: &str) -> bool {
+        self.mailboxes.iter().any(|m| {
+            m == mailbox
+                || (m.eq_ignore_ascii_case("INBOX") && mailbox.eq_ignore_ascii_case("INBOX"))
+        })
+    }
+}
+
+/// The stored form; the token lives in the key.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    account: String,
+    user: String,
+    mailboxes: Vec<String>,
+    registered: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The file or its directory could not be prepared.
+    Io(std::io::Error),
+    /// redb refused: disk full, I/O error, corruption, lock held by another process.
+    Db(redb::Error),
+    /// A record that does not decode: written by something else, or damaged.
+    BadRecord { token_len: usize },
+    /// The store was written by a newer xapsd.
+    NewerSchema(u64),
+    /// Too many writes are already waiting for the writer thread.
+    Busy,
+    /// The writer thread has stopped (shutdown, or it died).
+    Closed,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io(e) => write!(f, "store file: {e}"),
+            StoreError::Db(e) => write!(f, "store: {e}"),
+            StoreError::BadRecord { token_len } => {
+                write!(
+                    f,
+                    "store holds an unreadable record (key of {token_len} bytes)"
+                )
+            }
+            StoreError::NewerSchema(v) => write!(
+                f,
+                "store has schema version {v}, newer than this xapsd understands ({SCHEMA_VERSION})"
+            ),
+            StoreError::Busy => f.write_str("store write queue is full"),
+            StoreError::Closed => f.write_str("store is closed"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(e: E) -> Self {
+        StoreError::Db(e.into())
+    }
+}
+
+/// What a removal should respect: APNs may report a token dead at a time
+/// before the device registered again, and then the fresh registration wins.
+#[derive(Clone, Copy, Debug)]
+pub enum RemoveIf {
+    Always,
+    RegisteredBefore(u64),
+}
+
+enum Op {
+    Register(Device),
+    Remove { token: String, condition: RemoveIf },
+    RemoveUser { user: String },
+    Sweep { cutoff: u64 },
+}
+
+/// What a write did, returned to the caller once it is durable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Registered { evicted: usize },
+    Removed(usize),
+}
+
+type Reply = async_channel::Sender<Result<Written, StoreError>>;
+
+/// Sizes the store needs from the daemon's limits.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreLimits {
+    pub cache_bytes: usize,
+    pub queue_len: usize,
+    pub max_batch: usize,
+    pub max_devices_per_user: usize,
+}
+
+/// Handle to the open store. Cloning shares it.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    ops: async_channel::Sender<(Op, Reply)>,
+    writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, creating its directory 0700
+    /// and the file 0600, and migrates the schema.
+    pub fn open(path: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(StoreError::Io)?;
+        }
+        // redb would create the file with the process umask; registrations are
+        // private, so create it ourselves first.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(StoreError::Io)?;
+        let db = redb::Builder::new()
+            .set_cache_size(limits.cache_bytes)
+            .create(path)?;
+        init_schema(&db)?;
+        let db = Arc::new(db);
+        let (ops, rx) = async_channel::bounded(limits.queue_len.max(1));
+        let writer_db = Arc::clone(&db);
+        let writer = std::thread::Builder::new()
+            .name("xapsd-store".into())
+            .spawn(move || writer_loop(&writer_db, &rx, limits))
+            .map_err(StoreError::Io)?;
+        Ok(Store {
+            db,
+            ops,
+            writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+        })
+    }
+
+    /// Stores (or refreshes) a registration; returns once it is on disk.
+    pub async fn register(&self, device: Device) -> Result<Written, StoreError> {
+        self.write(Op::Register(device)).await
+    }
+
+    /// Removes the device with this token, if the condition holds.
+    pub async fn remove(&self, token: &str, condition: RemoveIf) -> Result<Written, StoreError> {
+        self.write(Op::Remove {
+            token: token.to_owned(),
+            condition,
+        })
+        .await
+    }
+
+    /// Removes every device of a user.
+    pub async fn remove_user(&self, user: &str) -> Result<Written, StoreError> {
+        self.write(Op::RemoveUser {
+            user: user.to_owned(),
+        })
+        .await
+    }
+
+    /// Removes devices last registered before `cutoff` (unix seconds).
+    pub async fn sweep(&self, cutoff: u64) -> Result<Written, StoreError> {
+        self.write(Op::Sweep { cutoff }).await
+    }
+
+    async fn write(&self, op: Op) -> Result<Written, StoreError> {
+        let (reply, answer) = async_channel::bounded(1);
+        self.ops.try_send((op, reply)).map_err(|e| match e {
+            async_channel::TrySendError::Full(_) => StoreError::Busy,
+            async_channel::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        answer.recv().await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The devices registered for `user` (already lower-cased by the caller).
+    pub fn devices_for_user(&self, user: &str) -> Result<Vec<Device>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_multimap_table(USER_DEVICES)?;
+        let devices = txn.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for token in index.get(user)? {
+            let token = token?;
+            if let Some(bytes) = devices.get(token.value())? {
+                out.push(decode(token.value(), bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every device, for admin listings.
+    pub fn all_devices(&self) -> Result<Vec<Device>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let devices = txn.open_table(DEVICES)?;
+        let mut out = Vec::new();
+        for entry in devices.iter()? {
+            let (token, bytes) = entry?;
+            out.push(decode(token.value(), bytes.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Number of registered devices.
+    pub fn device_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(DEVICES)?.len()?)
+    }
+
+    /// Stops the writer after it has finished what is queued. Later writes
+    /// fail with [`StoreError::Closed`]; the file is closed when the last
+    /// handle is dropped.
+    pub fn close(&self) {
+        self.ops.close();
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn init_schema(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let version = meta.get("schema_version")?.map(|v| v.value());
+        match version {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+            }
+            Some(v) if v > SCHEMA_VERSION => return Err(StoreError::NewerSchema(v)),
+            // Migrations from older versions go here as the schema evolves.
+            Some(_) => {}
+        }
+        txn.open_table(DEVICES)?;
+        txn.open_multimap_table(USER_DEVICES)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn decode(token: &str, bytes: &[u8]) -> Result<Device, StoreError> {
+    let bad = || StoreError::BadRecord {
+        token_len: token.len(),
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
+    let r: Record = miniserde::json::from_str(text).map_err(|_| bad())?;
+    Ok(Device {
+        token: token.to_owned(),
+        account_id: r.account,
+        user: r.user,
+        mailboxes: r.mailboxes,
+        registered_at: r.registered,
+    })
+}
+
+fn encode(d: &Device) -> String {
+    miniserde::json::to_string(&Record {
+        account: d.account_id.clone(),
+        user: d.user.clone(),
+        mailboxes: d.mailboxes.clone(),
+        registered: d.registered_at,
+    })
+}
+
+fn writer_loop(db: &Database, rx: &async_channel::Receiver<(Op, Reply)>, limits: StoreLimits) {
+    let mut batch = Vec::with_capacity(limits.max_batch);
+    while let Ok(first) = rx.recv_blocking() {
+        batch.push(first);
+        while batch.len() < limits.max_batch {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        match apply_batch(db, &batch, limits) {
+            Ok(results) => {
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.try_send(Ok(result));
+                }
+            }
+            Err(e) => {
+                // Nothing of the batch was committed; every caller hears why.
+                let reason = e.to_string();
+                log::error!("store commit failed: {reason}");
+                for (_, reply) in batch.drain(..) {
+                    let _ =
+                        reply.try_send(Err(StoreError::Io(std::io::Error::other(reason.clone()))));
+                }
+            }
+        }
+    }
+}
+
+fn apply_batch(
+    db: &Database,
+    batch: &[(Op, Reply)],
+    limits: StoreLimits,
+) -> Result<Vec<Written>, StoreError> {
+    let txn = db.begin_write()?;
+    let mut results = Vec::with_capacity(batch.len());
+    for (op, _) in batch {
+        results.push(apply(&txn, op, limits)?);
+    }
+    txn.commit()?;
+    Ok(results)
+}
+
+fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written, StoreError> {
+    let mut devices = txn.open_table(DEVICES)?;
+    let mut index = txn.open_multimap_table(USER_DEVICES)?;
+    match op {
+        Op::Register(device) => {
+            let previous = devices
+                .get(device.token.as_str())?
+                .map(|b| decode(&device.token, b.value()));
+            if let Some(previous) = previous {
+                let previous = previous?;
+                if previous.user != device.user {
+                    index.remove(previous.user.as_str(), device.token.as_str())?;
+                }
+            }
+            devices.insert(device.token.as_str(), encode(device).as_bytes())?;
+            index.insert(device.user.as_str(), device.token.as_str())?;
+
+            // A user with more devices than allowed loses the stalest ones.
+            let mut evicted = 0;
+            let count = index.get(device.user.as_str())?.len() as usize;
+            if count > limits.max_devices_per_user {
+                let mut owned: Vec<(u64, String)> = Vec::with_capacity(count);
+                for token in index.get(device.user.as_str())? {
+                    let token = token?.value().to_owned();
+                    if let Some(bytes) = devices.get(token.as_str())? {
+                        owned.push((decode(&token, bytes.value())?.registered_at, token));
+                    }
+                }
+                owned.sort();
+                for (_, token) in owned.into_iter().take(count - limits.max_devices_per_user) {
+                    devices.remove(token.as_str())?;
+                    index.remove(device.user.as_str(), token.as_str())?;
+                    evicted += 1;
+                }
+            }
+            Ok(Written::Registered { evicted })
+        }
+        Op::Remove { token, condition } => {
+            let Some(device) = devices
+                .get(token.as_str())?
+                .map(|b| decode(token, b.value()))
+            else {
+                return Ok(Written::Removed(0));
+            };
+            let device = device?;
+            if let RemoveIf::RegisteredBefore(t) = condition {
+                if device.registered_at > *t {
+                    return Ok(Written::Removed(0));
+                }
+            }
+            devices.remove(token.as_str())?;
+            index.remove(device.user.as_str(), token.as_str())?;
+            Ok(Written::Removed(1))
+        }
+        Op::RemoveUser { user } => {
+            let tokens: Vec<String> = index
+                .get(user.as_str())?
+                .map(|t| t.map(|t| t.value().to_owned()))
+                .collect::<Result<_, _>>()?;
+            for token in &tokens {
+                devices.remove(token.as_str())?;
+            }
+            index.remove_all(user.as_str())?;
+            Ok(Written::Removed(tokens.len()))
+        }
+        Op::Sweep { cutoff } => {
+            let mut stale = Vec::new();
+            for entry in devices.iter()? {
+                let (token, bytes) = entry?;
+                let device = decode(token.value(), bytes.value())?;
+                if device.registered_at < *cutoff {
+                    stale.push((device.user, device.token));
+                }
+            }
+            for (user, token) in &stale {
+                devices.remove(token.as_str())?;
+                index.remove(user.as_str(), token.as_str())?;
+            }
+            Ok(Written::Removed(stale.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> StoreLimits {
+        StoreLimits {
+            cache_bytes: 1 << 20,
+            queue_len: 64,
+            max_batch: 16,
+            max_devices_per_user: 3,
+        }
+    }
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("xapsd-store-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir.join("db.redb")
+    }
+
+    fn device(token: &str, account: &str, user: &str, at: u64) -> Device {
+        Device {
+            token: token.into(),
+            account_id: account.into(),
+            user: user.into(),
+            mailboxes: vec!["INBOX".into()],
+            registered_at: at,
+        }
+    }
+
+    #[test]
+    fn token_moves_between_users_and_clones_are_kept() {
+        let store = Store::open(&temp_path("move"), limits()).unwrap();
+        async_io::block_on(async {
+            store
+                .register(device("aa", "acct", "alice", 1))
+                .await
+                .unwrap();
+            // A phone restored from alice's backup: same account, new token.
+            store
+                .register(device("bb", "acct", "alice", 2))
+                .await
+                .unwrap();
+            assert_eq!(store.devices_for_user("alice").unwrap().len(), 2);
+            // Token aa now shows up under bob.
+            store
+                .register(device("aa", "acct2", "bob", 3))
+                .await
+                .unwrap();
+        });
+        let alice = store.devices_for_user("alice").unwrap();
+        assert_eq!(
+            alice.iter().map(|d| d.token.as_str()).collect::<Vec<_>>(),
+            ["bb"]
+        );
+        assert_eq!(
+            store.devices_for_user("bob").unwrap()[0].account_id,
+            "acct2"
+        );
+        store.close();
+    }
+
+    #[test]
+    fn removal_respects_a_newer_registration() {
+        let store = Store::open(&temp_path("remove"), limits()).unwrap();
+        async_io::block_on(async {
+            store
+                .register(device("aa", "a", "alice", 100))
+                .await
+                .unwrap();
+            let kept = store
+                .remove("aa", RemoveIf::RegisteredBefore(50))
+                .await
+                .unwrap();
+            assert_eq!(kept, Written::Removed(0));
+            let gone = store
+                .remove("aa", RemoveIf::RegisteredBefore(100))
+                .await
+                .unwrap();
+            assert_eq!(gone, Written::Removed(1));
+        });
+        assert!(store.devices_for_user("alice").unwrap().is_empty());
+        store.close();
+    }
+
+    #[test]
+    fn sweep_and_per_user_cap() {
+        let store = Store::open(&temp_path("sweep"), limits()).unwrap();
+        async_io::block_on(async {
+            for (i, token) in ["a1", "a2", "a3", "a4"].iter().enumerate() {
+                store
+                    .register(device(token, "x", "alice", 10 + i as u64))
+                    .await
+                    .unwrap();
+            }
+            store.register(device("b1", "y", "bob", 5)).await.unwrap();
+            assert_eq!(store.device_count().unwrap(), 4, "cap of 3 evicted a1");
+            assert_eq!(
+                store.sweep(12).await.unwrap(),
+                Written::Removed(2),
+                "b1 and a2"
+            );
+        });
+        let mut left: Vec<String> = store
+            .all_devices()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.token)
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a3", "a4"]);
+        store.close();
+    }
+
+    #[test]
+    fn reopens_with_data_and_refuses_newer_schema() {
+        let path = temp_path("reopen");
+        let store = Store::open(&path, limits()).unwrap();
+        async_io::block_on(store.register(device("aa", "a", "alice", 1))).unwrap();
+        store.close();
+        drop(store);
+        let store = Store::open(&path, limits()).unwrap();
+        assert_eq!(store.device_count().unwrap(), 1);
+        store.close();
+        drop(store);
+
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 99)
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        match Store::open(&path, limits()) {
+            Err(StoreError::NewerSchema(99)) => {}
+            other => panic!("expected NewerSchema, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn inbox_matches_without_case() {
+        let mut d = device("aa", "a", "alice", 1);
+        d.mailboxes = vec!["Inbox".into(), "Sent Messages".into()];
+        assert!(d.wants("INBOX"));
+        assert!(d.wants("Sent Messages"));
+        assert!(!d.wants("sent messages"));
+    }
+}
