@@ -22,16 +22,6 @@ pub fn format_utc(unix: i64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn formats_dates() {
-        assert_eq!(super::format_utc(0), "1970-01-01");
-        assert_eq!(super::format_utc(1_795_953_630), "2026-11-29");
-        assert_eq!(super::format_utc(951_782_400), "2000-02-29");
-    }
-}
-
 /// Runs `fut` for at most `limit`; `None` if it did not finish in time.
 pub async fn within<T>(
     limit: std::time::Duration,
@@ -42,4 +32,14 @@ pub async fn within<T>(
         None
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_dates() {
+        assert_eq!(super::format_utc(0), "1970-01-01");
+        assert_eq!(super::format_utc(1_795_953_630), "2026-11-29");
+        assert_eq!(super::format_utc(951_782_400), "2000-02-29");
+    }
 }

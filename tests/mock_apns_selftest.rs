@@ -15,12 +15,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use async_compat::Compat;
 use async_executor::Executor;
 use async_io::{Async, Timer};
 use bytes::Bytes;
 use futures_lite::future;
 use h2::client::SendRequest;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use support::certs::{subject_uid, CertAndKey, PushCertSpec, TestCa, TEST_TOPIC};
 use support::daemon::{parse_listen_addr, Daemon, DaemonConfig};
@@ -92,7 +92,7 @@ async fn connect(
         .connect(server_name, tcp)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
-    let (send, connection) = h2::client::handshake(Compat::new(tls))
+    let (send, connection) = h2::client::handshake(tls.compat())
         .await
         .map_err(|e| format!("h2 handshake: {e}"))?;
     executor()

@@ -1,13 +1,12 @@
 //! One connection to APNs: TCP, TLS (rustls, ring) with ALPN `h2`, HTTP/2.
 //!
-//! h2 speaks tokio's IO traits; `async-compat` adapts the smol/futures-io
-//! TLS stream to them, so no tokio runtime is involved.
+//! h2 speaks tokio's IO traits; tokio-util's `compat` adapts the
+//! smol/futures-io TLS stream to them, so no tokio runtime is involved.
 
 use std::fmt;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 
-use async_compat::Compat;
 use async_io::Async;
 use bytes::Bytes;
 use futures_rustls::client::TlsStream;
@@ -15,6 +14,7 @@ use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
 /// The HTTP/2 connection future; it must be polled for the connection to work.
 pub type Driver = h2::client::Connection<Compat<TlsStream<Async<TcpStream>>>, Bytes>;
@@ -127,7 +127,7 @@ pub async fn connect(
     }
     let (send, driver) = h2::client::Builder::new()
         .enable_push(false)
-        .handshake(Compat::new(tls_stream))
+        .handshake(tls_stream.compat())
         .await
         .map_err(ConnectError::Http2)?;
     Ok((send, driver))

@@ -18,11 +18,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use async_compat::Compat;
 use async_executor::{Executor, Task};
 use async_io::{Async, Timer};
 use bytes::Bytes;
 use futures_lite::future;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use super::certs::{self, TestCa};
 use super::tempdir::TempDir;
@@ -854,7 +854,7 @@ async fn serve_connection(
 
     let mut h2 = match h2::server::Builder::new()
         .max_concurrent_streams(shared.options.max_concurrent_streams)
-        .handshake::<_, Bytes>(Compat::new(tls))
+        .handshake::<_, Bytes>(tls.compat())
         .await
     {
         Ok(h2) => h2,

@@ -3,7 +3,7 @@
 //! The plugin uses Dovecot's http-client: HTTP/1.1 over one persistent
 //! connection, `Connection: Keep-Alive`, `Content-Length` bodies, a fixed
 //! header set. The daemon must accept exactly that, so this client replays
-//! the captured requests in `shared/fixtures/dovecot-xaps-plugin/` byte for
+//! the captured requests in `tests/fixtures/dovecot-xaps-plugin/` byte for
 //! byte, builds new ones with the same header set, and can send arbitrary
 //! bytes for malformed-input tests. It parses responses itself (not with the
 //! daemon's parser) so a parser bug cannot hide on both sides.
@@ -17,13 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Directory with the `.http` captures: `$XAPSD_FIXTURES` if set, else
-/// `../shared/fixtures/dovecot-xaps-plugin` next to the crate.
+/// the copy in `tests/fixtures/dovecot-xaps-plugin`.
 pub fn fixture_dir() -> PathBuf {
     match std::env::var_os("XAPSD_FIXTURES") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/dovecot-xaps-plugin")
-        }
+        // A copy of the team's captures lives in the repo so a fresh clone
+        // tests on its own; `tests/fixtures/README.md` says where they are from.
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dovecot-xaps-plugin"),
     }
 }
 
