@@ -170,9 +170,15 @@ impl HttpFrontEnd {
                 }
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let reply = self.route(&head, &buf[head.len..total]).await;
+            // Boxed: the routing future is large, and an unboxed one would be
+            // part of every idle connection's state.
+            let reply = Box::pin(self.route(&head, &buf[head.len..total])).await;
             let close = !head.keep_alive;
-            if self.answer(&mut stream, peer, reply, close).await.is_err() || close {
+            if Box::pin(self.answer(&mut stream, peer, reply, close))
+                .await
+                .is_err()
+                || close
+            {
                 return;
             }
             buf.drain(..total);
