@@ -140,7 +140,12 @@ for t in $targets; do
 	[ ! -d "$out/$t/openwrt" ] || set -- "$@" "$out/$t"
 done
 tally "scripts" python3 packaging/tests/check_scripts.py "$@"
-tally "init" python3 packaging/tests/check_init.py
+host="$out/x86_64-unknown-linux-musl/xapsd"
+if [ -x "$host" ]; then
+	tally "init" env XAPSD_BINARY="$host" python3 packaging/tests/check_init.py
+else
+	tally "init" python3 packaging/tests/check_init.py
+fi
 tally "systemd" python3 packaging/tests/check_systemd.py
 tally "recipes" python3 packaging/tests/check_recipes.py
 

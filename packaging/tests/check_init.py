@@ -7,7 +7,9 @@ Each script runs in a throwaway chroot whose /bin/sh is a static busybox,
 with stand-ins (packaging/tests/standins/) for OpenWrt's rc.common,
 functions.sh (config_get & co.) and procd.sh, and for openrc-run. For a
 sample /etc/config/xapsd and a sample /etc/conf.d/xapsd it checks the exact
-daemon command, the exact JSON config and its owner and mode.
+daemon command, the exact JSON config and its owner and mode. With
+XAPSD_BINARY set to a build that runs here, the daemon's own
+`xapsd check-config` must accept the JSON made from the shipped settings.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -108,6 +111,17 @@ command=/usr/bin/xapsd run --config /run/xapsd/xapsd.json
 OPENRC_DEFAULT_CALLS = OPENRC_CALLS.replace("/srv/xapsd", "/var/lib/xapsd")
 
 
+def daemon_accepts(c: Checks, label: str, conf: Path) -> None:
+    """Ask the daemon itself (a host-runnable build in $XAPSD_BINARY) about the JSON."""
+    binary = os.environ.get("XAPSD_BINARY")
+    if not binary or not conf.exists():
+        return
+    r = subprocess.run([binary, "check-config", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=60)
+    c.check(r.returncode == 0, f"{label}: `xapsd check-config` accepts the JSON",
+            (r.stdout + r.stderr).strip())
+
+
 def procd_root(uci: str) -> Path:
     root = make_root(XAPSD_USER)
     (root / "etc/group").write_text("root:x:0:\nxapsd:x:200:\n")
@@ -123,7 +137,7 @@ def procd_root(uci: str) -> Path:
 
 
 def check_procd(c: Checks, label: str, uci: str, want_json: str | None, want_calls: str,
-                want_db_dir: str | None, want_rc: int = 0) -> None:
+                want_db_dir: str | None, want_rc: int = 0, ask_daemon: bool = False) -> None:
     root = procd_root(uci)
     try:
         r = run_in_root(root, "/etc/init.d/xapsd start", {"PROCD_LOG": "/tmp/procd.log"})
@@ -142,6 +156,8 @@ def check_procd(c: Checks, label: str, uci: str, want_json: str | None, want_cal
             c.check(True, f"procd {label}: JSON parses")
         except ValueError as e:
             c.check(False, f"procd {label}: JSON parses", e)
+        if ask_daemon:
+            daemon_accepts(c, f"procd {label}", conf)
         if conf.exists():
             st = conf.stat()
             c.equal(oct(st.st_mode & 0o7777), oct(0o600), f"procd {label}: config mode 0600")
@@ -171,7 +187,8 @@ def openrc_root(confd: str | None) -> Path:
     return root
 
 
-def check_openrc(c: Checks, label: str, confd: str | None, want_json: str, want_calls: str) -> None:
+def check_openrc(c: Checks, label: str, confd: str | None, want_json: str, want_calls: str,
+                 ask_daemon: bool = False) -> None:
     root = openrc_root(confd)
     try:
         r = run_in_root(root, "/etc/init.d/xapsd start", {"OPENRC_LOG": "/tmp/openrc.log"})
@@ -187,6 +204,8 @@ def check_openrc(c: Checks, label: str, confd: str | None, want_json: str, want_
             c.check(True, f"openrc {label}: JSON parses")
         except ValueError as e:
             c.check(False, f"openrc {label}: JSON parses", e)
+        if ask_daemon:
+            daemon_accepts(c, f"openrc {label}", conf)
         if conf.exists():
             st = conf.stat()
             c.equal(oct(st.st_mode & 0o7777), oct(0o600), f"openrc {label}: config mode 0600")
@@ -203,13 +222,13 @@ def main() -> int:
     c = Checks()
     check_procd(c, "sample config", SAMPLE_UCI, SAMPLE_JSON, PROCD_CALLS, "/mnt/usb/xapsd")
     check_procd(c, "shipped config", (ROOT / "openwrt/files/xapsd.config").read_text(),
-                DEFAULT_JSON, PROCD_CALLS, "/etc/xapsd")
+                DEFAULT_JSON, PROCD_CALLS, "/etc/xapsd", ask_daemon=True)
     triggers_only = "add_reload_trigger [xapsd]\n"
     check_procd(c, "disabled", SAMPLE_UCI.replace("enabled '1'", "enabled '0'"), None, triggers_only, None)
     check_procd(c, "bad number", SAMPLE_UCI.replace("'10'", "'10s'"), None, triggers_only, None,
                 want_rc=1)
     check_openrc(c, "sample conf.d", SAMPLE_CONFD, SAMPLE_CONFD_JSON, OPENRC_CALLS)
-    check_openrc(c, "shipped conf.d", None, "{\n\n}\n", OPENRC_DEFAULT_CALLS)
+    check_openrc(c, "shipped conf.d", None, "{\n\n}\n", OPENRC_DEFAULT_CALLS, ask_daemon=True)
     return c.finish()
 
 
