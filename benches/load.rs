@@ -12,7 +12,6 @@
 //! Markdown table and to `target/bench/load.json`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::collections::HashMap;
@@ -435,7 +434,8 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let all: [(&str, fn(&'static str) -> Report); 5] = [
+    type Scenario = fn(&'static str) -> Report;
+    let all: [(&str, Scenario); 5] = [
         ("a", |n| notifies_2000(n, Duration::ZERO)),
         ("b", |n| notifies_2000(n, Duration::from_millis(20))),
         ("c", idle_and_many),
