@@ -161,6 +161,15 @@ struct Rig {
     pid: u32,
 }
 
+impl Drop for Rig {
+    /// A graceful stop, so a profiler wrapped around the daemon (XAPSD_BIN)
+    /// gets to write its output.
+    fn drop(&mut self) {
+        self.daemon.terminate();
+        self.daemon.wait_exit(Duration::from_secs(120));
+    }
+}
+
 fn rig(latency: Duration) -> Rig {
     let ca = TestCa::new();
     let mock = MockApns::start(&ca);

@@ -86,10 +86,10 @@ impl HttpFrontEnd {
 
     async fn connection(&self, mut stream: Async<TcpStream>, peer: SocketAddr) {
         let limits = &self.limits;
-        let mut buf: Vec<u8> = Vec::new();
+        let mut buf = InBuf::default();
         loop {
             if buf.is_empty() {
-                buf = Vec::new(); // hold no memory while idle
+                buf.release(); // hold no memory while idle
                 match within(limits.plugin_idle_timeout, stream.readable()).await {
                     Some(Ok(())) => {}
                     Some(Err(_)) => return,
@@ -104,7 +104,7 @@ impl HttpFrontEnd {
             }
             let deadline = Instant::now() + limits.plugin_request_timeout;
             let head = loop {
-                match parse_head(&buf, limits.max_request_headers) {
+                match parse_head(buf.data(), limits.max_request_headers) {
                     Ok(Some(head)) => break head,
                     Ok(None) if buf.len() >= limits.max_request_head => {
                         let _ = self
@@ -172,7 +172,7 @@ impl HttpFrontEnd {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             // Boxed: the routing future is large, and an unboxed one would be
             // part of every idle connection's state.
-            let reply = Box::pin(self.route(&head, &buf[head.len..total])).await;
+            let reply = Box::pin(self.route(&head, &buf.data()[head.len..total])).await;
             let close = !head.keep_alive;
             if Box::pin(self.answer(&mut stream, peer, reply, close))
                 .await
@@ -181,7 +181,7 @@ impl HttpFrontEnd {
             {
                 return;
             }
-            buf.drain(..total);
+            buf.consume(total);
         }
     }
 
@@ -251,27 +251,67 @@ enum ReadResult {
     TimedOut,
 }
 
-/// Reads what is available (at most up to `cap` bytes in `buf`) before `deadline`.
+/// Bytes read from one plugin connection. The store is zeroed once, when it
+/// is allocated (calloc), never per read; `filled` marks what is data.
+#[derive(Default)]
+struct InBuf {
+    store: Vec<u8>,
+    filled: usize,
+}
+
+impl InBuf {
+    const FIRST: usize = 1024;
+
+    fn data(&self) -> &[u8] {
+        &self.store[..self.filled]
+    }
+
+    fn len(&self) -> usize {
+        self.filled
+    }
+
+    fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Gives the memory back while the connection idles.
+    fn release(&mut self) {
+        *self = InBuf::default();
+    }
+
+    /// Drops the first `n` bytes (a request that has been answered).
+    fn consume(&mut self, n: usize) {
+        self.store.copy_within(n..self.filled, 0);
+        self.filled -= n;
+    }
+
+    /// Space to read into, growing the store (up to `cap` bytes) only when full.
+    fn room(&mut self, cap: usize) -> &mut [u8] {
+        if self.filled == self.store.len() {
+            let size = (self.store.len() * 2).clamp(Self::FIRST, cap.max(self.filled + 1));
+            let mut bigger = vec![0u8; size];
+            bigger[..self.filled].copy_from_slice(&self.store[..self.filled]);
+            self.store = bigger;
+        }
+        let end = self.store.len().min(cap.max(self.filled + 1));
+        &mut self.store[self.filled..end]
+    }
+}
+
+/// Reads what is available (keeping at most `cap` bytes buffered) before `deadline`.
 async fn read_more(
     stream: &mut Async<TcpStream>,
-    buf: &mut Vec<u8>,
+    buf: &mut InBuf,
     cap: usize,
     deadline: Instant,
 ) -> ReadResult {
-    let start = buf.len();
-    let want = (cap.saturating_sub(start)).clamp(1, 4096);
-    buf.resize(start + want, 0);
     let wait = deadline.saturating_duration_since(Instant::now());
-    let result = within(wait, stream.read(&mut buf[start..])).await;
-    let got = match result {
+    let got = match within(wait, stream.read(buf.room(cap))).await {
         Some(Ok(n)) => n,
         Some(Err(_)) => 0,
-        None => {
-            buf.truncate(start);
-            return ReadResult::TimedOut;
-        }
+        None => return ReadResult::TimedOut,
     };
-    buf.truncate(start + got);
+    buf.filled += got;
     if got == 0 {
         ReadResult::Closed
     } else {
@@ -477,6 +517,21 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!head.keep_alive);
+    }
+
+    #[test]
+    fn input_buffer_grows_only_when_full_and_respects_its_cap() {
+        let mut buf = InBuf::default();
+        assert_eq!(buf.room(8192).len(), InBuf::FIRST);
+        buf.room(8192)[..3].copy_from_slice(b"abc");
+        buf.filled = InBuf::FIRST;
+        assert_eq!(buf.room(1500).len(), 1500 - InBuf::FIRST, "capped");
+        assert_eq!(&buf.data()[..3], b"abc", "kept across growth");
+        buf.consume(1);
+        assert_eq!(&buf.data()[..2], b"bc");
+        assert_eq!(buf.len(), InBuf::FIRST - 1);
+        buf.release();
+        assert!(buf.is_empty() && buf.store.capacity() == 0);
     }
 
     #[test]
