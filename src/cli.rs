@@ -26,7 +26,12 @@ pub const EXIT_CONFIG: i32 = 78;
   apns_ca_file   extra PEM trust anchor for the APNs server (default none)
   delay_secs     seconds non-urgent events are held and folded (default 30)
   expire_days    days a device stays registered without re-registering (default 30)
-  log_level      error, warn, info, debug or trace (default info)"
+  log_level      error, warn, info, debug or trace (default info)
+  legacy_socket  Unix socket for the pre-2021 line-protocol plugin, e.g. /var/run/dovecot/xapsd.sock (default none: off)
+  legacy_socket_mode
+                 permissions of the legacy socket, octal (default 0660)
+  legacy_socket_group
+                 group owning the legacy socket, e.g. dovecot (default the daemon's group)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -81,6 +86,15 @@ macro_rules! config_command {
             /// error, warn, info, debug or trace (default info)
             #[argh(option)]
             log_level: Option<String>,
+            /// unix socket for the pre-2021 line-protocol plugin (default none: off)
+            #[argh(option)]
+            legacy_socket: Option<String>,
+            /// permissions of the legacy socket, octal (default 0660)
+            #[argh(option)]
+            legacy_socket_mode: Option<String>,
+            /// group owning the legacy socket (default the daemon's group)
+            #[argh(option)]
+            legacy_socket_group: Option<String>,
         }
 
         impl $name {
@@ -105,6 +119,9 @@ macro_rules! config_command {
                     ("delay_secs", n(&self.delay_secs)),
                     ("expire_days", n(&self.expire_days)),
                     ("log_level", s(&self.log_level)),
+                    ("legacy_socket", s(&self.legacy_socket)),
+                    ("legacy_socket_mode", s(&self.legacy_socket_mode)),
+                    ("legacy_socket_group", s(&self.legacy_socket_group)),
                 ];
                 for (key, value) in flags {
                     if let Some(value) = value {

@@ -3,8 +3,8 @@
 //! The data path, one module each, dependencies pointing one way:
 //!
 //! ```text
-//! plugin (HTTP/1.1 API)  ->  service  ->  store (redb)
-//!                                 \->  dispatch  ->  apns (h2 + rustls)  <- identity
+//! plugin (HTTP/1.1 API, legacy socket)  ->  service  ->  store (redb)
+//!                                                \->  dispatch  ->  apns (h2 + rustls)  <- identity
 //! ```
 //!
 //! [`plugin`] frames requests; [`service`] decides what they mean;

@@ -7,7 +7,7 @@
 //! head; the bodies are always `Content-Length` framed.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,36 +15,17 @@ use async_executor::Executor;
 use async_io::{Async, Timer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-use super::json;
+use super::{json, FrontEndStats};
 use crate::clock::within;
 use crate::limits::Limits;
 use crate::service::{NotifyOutcome, Service, ServiceError};
-
-/// Counters for reports and metrics.
-#[derive(Default, Debug)]
-pub struct HttpStats {
-    pub open: AtomicUsize,
-    pub accepted: AtomicU64,
-    pub refused_over_limit: AtomicU64,
-    pub requests: AtomicU64,
-    pub bad_requests: AtomicU64,
-}
 
 /// What one listener needs.
 pub struct HttpFrontEnd {
     pub service: Arc<Service>,
     pub limits: Arc<Limits>,
-    pub stats: Arc<HttpStats>,
+    pub stats: Arc<FrontEndStats>,
     pub executor: Arc<Executor<'static>>,
-}
-
-/// Decrements the open-connection count however the task ends.
-struct OpenSlot(Arc<HttpStats>);
-
-impl Drop for OpenSlot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl HttpFrontEnd {
@@ -60,9 +41,8 @@ impl HttpFrontEnd {
                     continue;
                 }
             };
-            let stats = &self.stats;
-            if stats.open.load(Ordering::Relaxed) >= self.limits.max_plugin_connections {
-                let n = stats.refused_over_limit.fetch_add(1, Ordering::Relaxed) + 1;
+            let Some(slot) = self.stats.admit(self.limits.max_plugin_connections) else {
+                let n = self.stats.refused_over_limit.load(Ordering::Relaxed);
                 if n.is_power_of_two() {
                     log::warn!(
                         "plugin connection from {peer} closed: {} already open ({n} refused so far)",
@@ -70,10 +50,7 @@ impl HttpFrontEnd {
                     );
                 }
                 continue;
-            }
-            stats.open.fetch_add(1, Ordering::Relaxed);
-            stats.accepted.fetch_add(1, Ordering::Relaxed);
-            let slot = OpenSlot(Arc::clone(stats));
+            };
             let this = Arc::clone(&self);
             self.executor
                 .spawn(async move {
