@@ -24,6 +24,7 @@ use crate::dispatch::Dispatcher;
 use crate::identity::pem::PemIdentity;
 use crate::identity::{describe, IdentityError, IdentitySlot, PushIdentity};
 use crate::limits::Limits;
+use crate::metrics::Sources;
 use crate::plugin::http::HttpFrontEnd;
 use crate::plugin::legacy::{self, LegacyFrontEnd, SocketError};
 use crate::plugin::FrontEndStats;
@@ -263,7 +264,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     );
     let dispatcher = Dispatcher::new(
         store.clone(),
-        apns,
+        apns.clone(),
         Arc::clone(&executor),
         Arc::clone(&limits),
         Duration::from_secs(config.delay_secs),
@@ -275,17 +276,29 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         Arc::clone(&limits),
     ));
     let (legacy_listener, legacy_file) = legacy_socket.unzip();
-    let legacy_stats = Arc::new(FrontEndStats::default());
+    let http_stats = Arc::new(FrontEndStats::default());
+    let legacy_stats = legacy_listener
+        .as_ref()
+        .map(|_| Arc::new(FrontEndStats::default()));
+    let report = Arc::new(Sources {
+        store: store.clone(),
+        identity: slot.clone(),
+        apns,
+        dispatcher: dispatcher.clone(),
+        http: Arc::clone(&http_stats),
+        legacy: legacy_stats.clone(),
+    });
     let http = Arc::new(HttpFrontEnd {
         service: Arc::clone(&service),
         limits: Arc::clone(&limits),
-        stats: Arc::new(FrontEndStats::default()),
+        stats: http_stats,
         executor: Arc::clone(&executor),
+        report,
     });
     let legacy = Arc::new(LegacyFrontEnd {
         service,
         limits: Arc::clone(&limits),
-        stats: legacy_stats,
+        stats: legacy_stats.unwrap_or_default(),
         executor: Arc::clone(&executor),
     });
 

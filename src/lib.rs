@@ -11,7 +11,8 @@
 //! [`store`] keeps registrations durable and knows nothing of HTTP or APNs;
 //! [`dispatch`] holds, folds, queues and retries pushes and applies APNs
 //! outcomes to the store; [`apns`] talks HTTP/2 to Apple with whatever
-//! [`identity`] is in force. [`daemon`] wires them together on smol.
+//! [`identity`] is in force. [`daemon`] wires them together on smol;
+//! [`metrics`] renders their counters for `/health` and `/metrics`.
 
 pub mod apns;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod plugin;
 pub mod privacy;
 pub mod service;

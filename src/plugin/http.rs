@@ -26,6 +26,8 @@ pub struct HttpFrontEnd {
     pub limits: Arc<Limits>,
     pub stats: Arc<FrontEndStats>,
     pub executor: Arc<Executor<'static>>,
+    /// What `GET /health` and `GET /metrics` read.
+    pub report: Arc<crate::metrics::Sources>,
 }
 
 impl HttpFrontEnd {
@@ -147,7 +149,7 @@ impl HttpFrontEnd {
                 }
             }
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let reply = self.route(&head, &buf[head.len..total]).await;
+            let reply = self.route(&head, &buf[head.len..total], peer).await;
             let close = !head.keep_alive;
             if self.answer(&mut stream, peer, reply, close).await.is_err() || close {
                 return;
@@ -156,7 +158,7 @@ impl HttpFrontEnd {
         }
     }
 
-    async fn route(&self, head: &Head, body: &[u8]) -> Reply {
+    async fn route(&self, head: &Head, body: &[u8], _peer: SocketAddr) -> Reply {
         let path = head.path.split('?').next().unwrap_or_default();
         match (path, head.method.as_str()) {
             ("/register", "POST") => match json::register(body) {
@@ -175,7 +177,16 @@ impl HttpFrontEnd {
                 },
                 Err(e) => Reply::error(400, &e.to_string()),
             },
-            ("/register" | "/notify", _) => Reply::error(405, "use POST").with_allow(),
+            ("/health", "GET") => {
+                let health = crate::metrics::health(&self.report, unix_now());
+                Reply::text(if health.healthy { 200 } else { 503 }, health.text)
+            }
+            ("/metrics", "GET") => {
+                Reply::text(200, crate::metrics::metrics(&self.report, unix_now()))
+                    .with_content_type("text/plain; version=0.0.4; charset=utf-8")
+            }
+            ("/register" | "/notify", _) => Reply::error(405, "use POST").with_allow("POST"),
+            ("/health" | "/metrics", _) => Reply::error(405, "use GET").with_allow("GET"),
             _ => Reply::error(404, "no such endpoint"),
         }
     }
@@ -207,6 +218,10 @@ impl HttpFrontEnd {
             None => Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
+}
+
+fn unix_now() -> i64 {
+    crate::clock::unix_now() as i64
 }
 
 fn service_error(e: ServiceError) -> Reply {
@@ -325,13 +340,16 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
     Ok(Some(head))
 }
 
+const PLAIN: &str = "text/plain; charset=utf-8";
+
 /// An answer to the plugin. `reason` is set for errors and is logged.
 #[derive(Debug, PartialEq, Eq)]
 struct Reply {
     code: u16,
     body: String,
     reason: Option<String>,
-    allow: bool,
+    allow: Option<&'static str>,
+    content_type: &'static str,
 }
 
 impl Reply {
@@ -340,8 +358,22 @@ impl Reply {
             code: 200,
             body,
             reason: None,
-            allow: false,
+            allow: None,
+            content_type: PLAIN,
         }
+    }
+
+    /// A text answer that is not an error of the request (e.g. 503 health).
+    fn text(code: u16, body: String) -> Reply {
+        Reply {
+            code,
+            ..Reply::ok(body)
+        }
+    }
+
+    fn with_content_type(mut self, content_type: &'static str) -> Reply {
+        self.content_type = content_type;
+        self
     }
 
     fn status(code: u16) -> Reply {
@@ -349,7 +381,8 @@ impl Reply {
             code,
             body: String::new(),
             reason: None,
-            allow: false,
+            allow: None,
+            content_type: PLAIN,
         }
     }
 
@@ -358,12 +391,13 @@ impl Reply {
             code,
             body: format!("{reason}\n"),
             reason: Some(reason.to_owned()),
-            allow: false,
+            allow: None,
+            content_type: PLAIN,
         }
     }
 
-    fn with_allow(mut self) -> Reply {
-        self.allow = true;
+    fn with_allow(mut self, methods: &'static str) -> Reply {
+        self.allow = Some(methods);
         self
     }
 
@@ -383,11 +417,11 @@ impl Reply {
         };
         let mut out = format!("HTTP/1.1 {} {text}\r\n", self.code);
         if self.code != 204 {
-            out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+            out.push_str(&format!("Content-Type: {}\r\n", self.content_type));
             out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         }
-        if self.allow {
-            out.push_str("Allow: POST\r\n");
+        if let Some(methods) = self.allow {
+            out.push_str(&format!("Allow: {methods}\r\n"));
         }
         if close {
             out.push_str("Connection: close\r\n");
