@@ -1,4 +1,5 @@
-//! Command line: `xapsd run`, `xapsd check-config`.
+//! Command line: `xapsd run`, `xapsd check-config`, and the operator
+//! commands `xapsd devices`, `xapsd remove`, `xapsd push`.
 //!
 //! Every config key is also a flag of `run` and `check-config`, and a flag
 //! wins over the file. Exit codes: 0 success, 1 runtime failure, 2 bad
@@ -9,7 +10,9 @@ use std::path::{Path, PathBuf};
 use argh::FromArgs;
 use miniserde::json::{Number, Value};
 
+use crate::admin;
 use crate::config::{Config, ConfigError};
+use crate::store::{Store, StoreError, StoreLimits};
 
 /// Exit code for a configuration the daemon refuses (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
@@ -46,16 +49,25 @@ pub struct Cli {
 enum Command {
     Run(RunArgs),
     CheckConfig(CheckConfigArgs),
+    Devices(DevicesArgs),
+    Remove(RemoveArgs),
+    Push(PushArgs),
 }
 
 /// Declares a subcommand that takes the config file and every config key
-/// as a flag, so `run` and `check-config` can never disagree.
+/// as a flag (plus its own flags, if given), so `run`, `check-config` and
+/// the operator commands can never disagree on where the store and the
+/// daemon are.
 macro_rules! config_command {
     ($name:ident, $cmd:literal, $about:literal) => {
+        config_command!($name, $cmd, $about, {});
+    };
+    ($name:ident, $cmd:literal, $about:literal, { $($extra:tt)* }) => {
         #[derive(FromArgs, Debug)]
         #[doc = $about]
         #[argh(subcommand, name = $cmd)]
         pub struct $name {
+            $($extra)*
             /// JSON config file (default: none, embedded defaults)
             #[argh(option)]
             config: Option<PathBuf>,
@@ -146,6 +158,121 @@ config_command!(
     "Check the configuration and push identity, print what is in force."
 );
 
+config_command!(
+    DevicesArgs,
+    "devices",
+    "List registered devices (tokens shortened), their mailboxes and last registration.",
+    {
+        /// only this user's devices
+        #[argh(option)]
+        user: Option<String>,
+    }
+);
+config_command!(
+    RemoveArgs,
+    "remove",
+    "Remove a user's devices, or only those whose token starts with --token.",
+    {
+        /// whose devices to remove
+        #[argh(option)]
+        user: String,
+        /// only devices whose token starts with this (hex)
+        #[argh(option)]
+        token: Option<String>,
+    }
+);
+config_command!(
+    PushArgs,
+    "push",
+    "Send a test push to a user's devices through the running daemon; print Apple's answer.",
+    {
+        /// whose devices to push to
+        #[argh(option)]
+        user: String,
+        /// only devices whose token starts with this (hex)
+        #[argh(option)]
+        token: Option<String>,
+    }
+);
+
+/// Runs an operator command: through the daemon if it answers on its
+/// listen addresses, else on the store directly. Returns the exit code.
+fn admin_command(
+    config: Result<Config, ConfigError>,
+    file: Option<&Path>,
+    request: admin::Request,
+) -> i32 {
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => return config_failure(file, &e),
+    };
+    match admin::call(&config.listen, &request) {
+        Ok(answer) if answer.status == 200 => {
+            print!("{}", answer.text);
+            return 0;
+        }
+        Ok(answer) => {
+            eprint!("xapsd: {}", answer.text);
+            if !answer.text.ends_with('\n') {
+                eprintln!();
+            }
+            return 1;
+        }
+        Err(admin::CallError::NotRunning) => {}
+        Err(e) => {
+            eprintln!("xapsd: {e}");
+            return 1;
+        }
+    }
+    // Nobody answers: the daemon is not running, so the store is ours.
+    config.resolve_db();
+    let path = config.db.clone().unwrap_or_default();
+    if !path.exists() {
+        eprintln!(
+            "xapsd: no store at {} (and no daemon running)",
+            path.display()
+        );
+        return 1;
+    }
+    let store = match Store::open(&path, admin_store_limits()) {
+        Ok(s) => s,
+        Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
+            eprintln!(
+                "xapsd: {} is held by another process, but no daemon answers on {:?}; is the config the daemon's?",
+                path.display(),
+                config.listen
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("xapsd: cannot open store {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let result = async_io::block_on(admin::serve(request, &store, None));
+    store.close();
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("xapsd: {e}");
+            1
+        }
+    }
+}
+
+fn admin_store_limits() -> StoreLimits {
+    let limits = crate::limits::Limits::default();
+    StoreLimits {
+        cache_bytes: 256 * 1024,
+        queue_len: 16,
+        max_batch: limits.max_store_batch,
+        max_devices_per_user: limits.max_devices_per_user,
+    }
+}
+
 /// Parses the command line and runs; returns the process exit code.
 pub fn main() -> i32 {
     let cli: Cli = argh::from_env();
@@ -171,6 +298,29 @@ pub fn main() -> i32 {
             Ok(config) => crate::daemon::check_config(config),
             Err(e) => config_failure(args.config.as_deref(), &e),
         },
+        Some(Command::Devices(args)) => admin_command(
+            args.load(),
+            args.config.as_deref(),
+            admin::Request::Devices {
+                user: args.user.clone(),
+            },
+        ),
+        Some(Command::Remove(args)) => admin_command(
+            args.load(),
+            args.config.as_deref(),
+            admin::Request::Remove {
+                user: args.user.clone(),
+                token: args.token.clone(),
+            },
+        ),
+        Some(Command::Push(args)) => admin_command(
+            args.load(),
+            args.config.as_deref(),
+            admin::Request::Push {
+                user: args.user.clone(),
+                token: args.token.clone(),
+            },
+        ),
         None => {
             eprintln!("xapsd: no command given; try `xapsd run` or `xapsd --help`");
             2
@@ -205,6 +355,12 @@ mod tests {
             );
             let flag = format!("--{}", key.replace('_', "-"));
             assert!(run.contains(&flag), "run --help lacks {flag}");
+            for cmd in ["devices", "remove", "push"] {
+                assert!(
+                    help(&[cmd, "--help"]).contains(&flag),
+                    "{cmd} --help lacks {flag}"
+                );
+            }
         }
         assert!(run.matches("(default").count() >= crate::config::KEYS.len());
     }

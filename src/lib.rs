@@ -14,6 +14,7 @@
 //! [`identity`] is in force. [`daemon`] wires them together on smol;
 //! [`metrics`] renders their counters for `/health` and `/metrics`.
 
+pub mod admin;
 pub mod apns;
 pub mod cli;
 pub mod clock;

@@ -16,6 +16,7 @@ use async_io::{Async, Timer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::{json, FrontEndStats};
+use crate::admin;
 use crate::clock::within;
 use crate::limits::Limits;
 use crate::service::{NotifyOutcome, Service, ServiceError};
@@ -158,7 +159,7 @@ impl HttpFrontEnd {
         }
     }
 
-    async fn route(&self, head: &Head, body: &[u8], _peer: SocketAddr) -> Reply {
+    async fn route(&self, head: &Head, body: &[u8], peer: SocketAddr) -> Reply {
         let path = head.path.split('?').next().unwrap_or_default();
         match (path, head.method.as_str()) {
             ("/register", "POST") => match json::register(body) {
@@ -187,7 +188,33 @@ impl HttpFrontEnd {
             }
             ("/register" | "/notify", _) => Reply::error(405, "use POST").with_allow("POST"),
             ("/health" | "/metrics", _) => Reply::error(405, "use GET").with_allow("GET"),
+            ("/admin/devices", "GET" | "POST") | ("/admin/remove" | "/admin/push", "POST") => {
+                self.admin(head, path, body, peer).await
+            }
+            ("/admin/remove" | "/admin/push", _) => {
+                Reply::error(405, "use POST").with_allow("POST")
+            }
             _ => Reply::error(404, "no such endpoint"),
+        }
+    }
+
+    /// Operator requests from `xapsd devices|remove|push`: loopback only,
+    /// and only with the admin header (which a web page cannot add).
+    async fn admin(&self, head: &Head, path: &str, body: &[u8], peer: SocketAddr) -> Reply {
+        if !admin::peer_allowed(&peer) {
+            return Reply::error(403, "admin endpoints answer loopback peers only");
+        }
+        if !head.admin_header {
+            return Reply::error(403, "admin request without its header");
+        }
+        let request = match admin::Request::parse(path, body) {
+            Ok(r) => r,
+            Err(e) => return Reply::error(e.status(), &e.to_string()),
+        };
+        let report = &self.report;
+        match admin::serve(request, &report.store, Some(&report.dispatcher)).await {
+            Ok(text) => Reply::text(200, text),
+            Err(e) => Reply::text(e.status(), format!("{e}\n")),
         }
     }
 
@@ -275,6 +302,8 @@ struct Head {
     content_length: Option<usize>,
     chunked: bool,
     keep_alive: bool,
+    /// The request carries [`admin::ADMIN_HEADER`].
+    admin_header: bool,
 }
 
 impl Head {
@@ -314,6 +343,7 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
         content_length: None,
         chunked: false,
         keep_alive: version >= 1,
+        admin_header: false,
     };
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
@@ -325,6 +355,8 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
                 return Err(Reply::error(400, "conflicting Content-Length headers"));
             }
             head.content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case(admin::ADMIN_HEADER) {
+            head.admin_header = true;
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = true;
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -406,6 +438,7 @@ impl Reply {
             200 => "OK",
             204 => "No Content",
             400 => "Bad Request",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
