@@ -1,5 +1,6 @@
 //! Command line: `xapsd run`, `xapsd check-config`, and the operator
-//! commands `xapsd devices`, `xapsd remove`, `xapsd push`.
+//! commands `xapsd devices`, `xapsd remove`, `xapsd push`, and the
+//! migration commands `xapsd import-go`, `xapsd import-go-config`.
 //!
 //! Every config key is also a flag of `run` and `check-config`, and a flag
 //! wins over the file. Exit codes: 0 success, 1 runtime failure, 2 bad
@@ -52,6 +53,8 @@ enum Command {
     Devices(DevicesArgs),
     Remove(RemoveArgs),
     Push(PushArgs),
+    ImportGo(ImportGoArgs),
+    ImportGoConfig(ImportGoConfigArgs),
 }
 
 /// Declares a subcommand that takes the config file and every config key
@@ -195,6 +198,158 @@ config_command!(
     }
 );
 
+config_command!(
+    ImportGoArgs,
+    "import-go",
+    "Import the Go daemon's database.json into the store (daemon stopped): all or nothing, repeatable.",
+    {
+        /// the Go daemon's database.json
+        #[argh(positional)]
+        file: PathBuf,
+    }
+);
+
+#[derive(FromArgs, Debug)]
+/// Print the xapsd JSON config equivalent to the Go daemon's xapsd.yaml.
+#[argh(subcommand, name = "import-go-config")]
+pub struct ImportGoConfigArgs {
+    /// the Go daemon's xapsd.yaml
+    #[argh(positional)]
+    file: PathBuf,
+}
+
+/// `xapsd import-go`: validates the whole file, then stores it in one
+/// transaction. Needs the store to itself.
+fn import_go(args: &ImportGoArgs) -> i32 {
+    let mut config = match args.load() {
+        Ok(c) => c,
+        Err(e) => return config_failure(args.config.as_deref(), &e),
+    };
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("xapsd: cannot read {}: {e}", args.file.display());
+            return 1;
+        }
+    };
+    let limits = crate::limits::Limits::default();
+    let go = match crate::import::go_database(&text, &limits) {
+        Ok(go) => go,
+        Err(e) => {
+            eprintln!("xapsd: {}: {e}; nothing imported", args.file.display());
+            return 1;
+        }
+    };
+    if go.apple_certs {
+        eprintln!("xapsd: note: the file's AppleCerts (certificates from Apple) are not imported by this build");
+    }
+    config.resolve_db();
+    let path = config.db.clone().unwrap_or_default();
+    let store = match Store::open(&path, admin_store_limits()) {
+        Ok(s) => s,
+        Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
+            eprintln!(
+                "xapsd: {} is in use (is the daemon running?); stop it for the import",
+                path.display()
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("xapsd: cannot open store {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let before: std::collections::HashMap<String, crate::store::Device> = match store.all_devices()
+    {
+        Ok(all) => all.into_iter().map(|d| (d.token.clone(), d)).collect(),
+        Err(e) => {
+            eprintln!("xapsd: cannot read store {}: {e}", path.display());
+            store.close();
+            return 1;
+        }
+    };
+    let mut lines = Vec::new();
+    let (mut new, mut updated, mut unchanged) = (0, 0, 0);
+    for d in &go.devices {
+        let what = match before.get(&d.token) {
+            None => {
+                new += 1;
+                "new"
+            }
+            Some(old) if old == d => {
+                unchanged += 1;
+                "unchanged"
+            }
+            Some(_) => {
+                updated += 1;
+                "updated"
+            }
+        };
+        lines.push(format!(
+            "{} {} ({}) registered {}: {what}",
+            d.user,
+            crate::privacy::Short(&d.token),
+            d.mailboxes.join(", "),
+            crate::clock::format_utc_minute(d.registered_at as i64)
+        ));
+    }
+    let users = go
+        .devices
+        .iter()
+        .map(|d| d.user.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let count = go.devices.len();
+    let result = async_io::block_on(store.import(go.devices));
+    store.close();
+    match result {
+        Ok(_) => {
+            for line in lines {
+                println!("{line}");
+            }
+            println!(
+                "imported {count} device(s) of {users} user(s) into {}: {new} new, {updated} updated, {unchanged} unchanged",
+                path.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("xapsd: import failed, nothing stored: {e}");
+            1
+        }
+    }
+}
+
+/// `xapsd import-go-config`: the JSON config on stdout, notes on stderr.
+fn import_go_config(args: &ImportGoConfigArgs) -> i32 {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("xapsd: cannot read {}: {e}", args.file.display());
+            return 1;
+        }
+    };
+    match crate::import::go_config(&text) {
+        Ok(c) => {
+            print!("{}", c.json);
+            for note in &c.notes {
+                eprintln!("note: {note}");
+            }
+            if !c.unknown.is_empty() {
+                eprintln!(
+                    "unknown keys (not in the Go daemon's config either): {}",
+                    c.unknown.join(", ")
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("xapsd: {}: {e}", args.file.display());
+            1
+        }
+    }
+}
+
 /// Runs an operator command: through the daemon if it answers on its
 /// listen addresses, else on the store directly. Returns the exit code.
 fn admin_command(
@@ -321,6 +476,8 @@ pub fn main() -> i32 {
                 token: args.token.clone(),
             },
         ),
+        Some(Command::ImportGo(args)) => import_go(&args),
+        Some(Command::ImportGoConfig(args)) => import_go_config(&args),
         None => {
             eprintln!("xapsd: no command given; try `xapsd run` or `xapsd --help`");
             2
@@ -355,7 +512,7 @@ mod tests {
             );
             let flag = format!("--{}", key.replace('_', "-"));
             assert!(run.contains(&flag), "run --help lacks {flag}");
-            for cmd in ["devices", "remove", "push"] {
+            for cmd in ["devices", "remove", "push", "import-go"] {
                 assert!(
                     help(&[cmd, "--help"]).contains(&flag),
                     "{cmd} --help lacks {flag}"

@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod identity;
+pub mod import;
 pub mod limits;
 pub mod metrics;
 pub mod plugin;
