@@ -371,6 +371,12 @@ fn admin_command(
             if !answer.text.ends_with('\n') {
                 eprintln!();
             }
+            if answer.status == 403 {
+                eprintln!(
+                    "xapsd: the daemon answers operator commands on loopback only; add a loopback address (e.g. 127.0.0.1:{}) to `listen`",
+                    config.listen.first().map_or(crate::config::DEFAULT_PORT, |a| a.port())
+                );
+            }
             return 1;
         }
         Err(admin::CallError::NotRunning) => {}

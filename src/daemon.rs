@@ -129,6 +129,18 @@ pub fn check_config(mut config: Config) -> i32 {
         );
     }
     println!("apns_endpoint: {}", config.apns_endpoint);
+    match &config.legacy_socket {
+        Some(path) => println!(
+            "legacy_socket: {} (mode {:04o}, group {})",
+            path.display(),
+            config.legacy_socket_mode,
+            config
+                .legacy_socket_group
+                .as_deref()
+                .unwrap_or("of the daemon")
+        ),
+        None => println!("legacy_socket: off"),
+    }
     println!(
         "delay_secs: {}, expire_days: {}",
         config.delay_secs, config.expire_days

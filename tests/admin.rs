@@ -174,6 +174,14 @@ fn remove_through_the_daemon_and_admin_refuses_strangers() {
         .unwrap();
     assert_eq!(r.status, 403, "{}", r.body_str());
     assert!(r.body_str().contains("loopback peers only"));
+    // The CLI pointed at that address is refused the same way, and told why.
+    let (code, _, err) = xapsd(&[
+        "devices",
+        "--listen",
+        &SocketAddr::new(ip, port).to_string(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("add a loopback address"), "{err}");
     daemon.terminate();
     assert!(daemon.wait_exit(TIMEOUT).success());
 }
