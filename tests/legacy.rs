@@ -14,6 +14,7 @@ use std::process::Command;
 use support::certs::{TestCa, TEST_TOPIC};
 use support::daemon::{Daemon, DaemonConfig};
 use support::mock_apns::MockApns;
+use support::plugin::PluginClient;
 use support::tempdir::TempDir;
 use support::TIMEOUT;
 
@@ -128,6 +129,18 @@ fn old_plugin_lines_replayed_byte_for_byte_reach_apns() {
     assert_eq!(exchange(socket, oldest), "OK \r\n");
     let pushes = setup.mock.wait_for_requests(4, TIMEOUT);
     assert_eq!(pushes[3].device_token(), Some(BOB_TOKEN));
+
+    // The legacy front end is counted apart from HTTP.
+    let mut http = PluginClient::connect(setup.daemon.addr()).unwrap();
+    let metrics = http
+        .raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap()
+        .body_str();
+    assert!(
+        metrics.contains("xapsd_plugin_requests_total{frontend=\"legacy\"} 6\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("xapsd_plugin_errors_total{frontend=\"legacy\"} 0\n"));
 }
 
 #[test]

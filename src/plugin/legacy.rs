@@ -477,8 +477,10 @@ impl LegacyFrontEnd {
                 }
                 return;
             }
+            // Never read past the bound, so a found line is within it.
+            let room = (limits.max_legacy_line - buf.len()).min(chunk.len());
             let wait = deadline.saturating_duration_since(Instant::now());
-            match within(wait, stream.read(&mut chunk)).await {
+            match within(wait, stream.read(&mut chunk[..room])).await {
                 // End of input without a newline: take what came as the line.
                 Some(Ok(0)) | Some(Err(_)) if !buf.is_empty() => break buf.len(),
                 Some(Ok(0)) | Some(Err(_)) => return,
@@ -492,7 +494,7 @@ impl LegacyFrontEnd {
                 }
             }
         };
-        buf.truncate(line_end.min(limits.max_legacy_line));
+        buf.truncate(line_end);
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let answer = match parse(&buf) {
             Ok(Request::Register(request)) => match self.service.register(request).await {
