@@ -476,6 +476,21 @@ mod tests {
     }
 
     #[test]
+    fn never_panics_on_prefixes() {
+        let time = "2026-11-29T13:00:30.5+01:00";
+        for end in 0..=time.len() {
+            let _ = rfc3339(&time[..end]);
+        }
+        let yaml = "a: 'x'\nb: \"é\" # c\n  d:\n- e\n";
+        for end in (0..=yaml.len()).filter(|&e| yaml.is_char_boundary(e)) {
+            let _ = go_config(&yaml[..end]);
+        }
+        for end in (0..=DB.len()).filter(|&e| DB.is_char_boundary(e)) {
+            let _ = go_database(&DB[..end], &Limits::default());
+        }
+    }
+
+    #[test]
     fn nested_yaml_is_refused_with_its_line() {
         assert_eq!(
             go_config("port: 1\nnested:\n  key: 2\n").unwrap_err(),

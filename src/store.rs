@@ -621,6 +621,39 @@ mod tests {
     }
 
     #[test]
+    fn import_is_one_repeatable_write_under_the_cap() {
+        let store = Store::open(&temp_path("import"), limits()).unwrap();
+        let list: Vec<Device> = ["a1", "a2", "a3", "a4", "b1"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                device(
+                    t,
+                    "x",
+                    if t.starts_with('a') { "alice" } else { "bob" },
+                    i as u64,
+                )
+            })
+            .collect();
+        async_io::block_on(async {
+            assert_eq!(
+                store.import(list.clone()).await.unwrap(),
+                Written::Registered { evicted: 1 },
+                "alice's oldest goes past the cap of 3"
+            );
+            let first = store.all_devices().unwrap();
+            assert_eq!(first.len(), 4);
+            store.import(list).await.unwrap();
+            assert_eq!(
+                store.all_devices().unwrap(),
+                first,
+                "importing again changes nothing"
+            );
+        });
+        store.close();
+    }
+
+    #[test]
     fn inbox_matches_without_case() {
         let mut d = device("aa", "a", "alice", 1);
         d.mailboxes = vec!["Inbox".into(), "Sent Messages".into()];
