@@ -1,4 +1,6 @@
-//! Command line: `xapsd run`, `xapsd check-config`.
+//! Command line: `xapsd run`, `xapsd check-config`, and the operator
+//! commands `xapsd devices`, `xapsd remove`, `xapsd push`, and the
+//! migration commands `xapsd import-go`, `xapsd import-go-config`.
 //!
 //! Every config key is also a flag of `run` and `check-config`, and a flag
 //! wins over the file. Exit codes: 0 success, 1 runtime failure, 2 bad
@@ -9,7 +11,9 @@ use std::path::{Path, PathBuf};
 use argh::FromArgs;
 use miniserde::json::{Number, Value};
 
+use crate::admin;
 use crate::config::{Config, ConfigError};
+use crate::store::{Store, StoreError, StoreLimits};
 
 /// Exit code for a configuration the daemon refuses (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: i32 = 78;
@@ -26,7 +30,12 @@ pub const EXIT_CONFIG: i32 = 78;
   apns_ca_file   extra PEM trust anchor for the APNs server (default none)
   delay_secs     seconds non-urgent events are held and folded (default 30)
   expire_days    days a device stays registered without re-registering (default 30)
-  log_level      error, warn, info, debug or trace (default info)"
+  log_level      error, warn, info, debug or trace (default info)
+  legacy_socket  Unix socket for the pre-2021 line-protocol plugin, e.g. /var/run/dovecot/xapsd.sock (default none: off)
+  legacy_socket_mode
+                 permissions of the legacy socket, octal (default 0660)
+  legacy_socket_group
+                 group owning the legacy socket, e.g. dovecot (default the daemon's group)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -41,16 +50,27 @@ pub struct Cli {
 enum Command {
     Run(RunArgs),
     CheckConfig(CheckConfigArgs),
+    Devices(DevicesArgs),
+    Remove(RemoveArgs),
+    Push(PushArgs),
+    ImportGo(ImportGoArgs),
+    ImportGoConfig(ImportGoConfigArgs),
 }
 
 /// Declares a subcommand that takes the config file and every config key
-/// as a flag, so `run` and `check-config` can never disagree.
+/// as a flag (plus its own flags, if given), so `run`, `check-config` and
+/// the operator commands can never disagree on where the store and the
+/// daemon are.
 macro_rules! config_command {
     ($name:ident, $cmd:literal, $about:literal) => {
+        config_command!($name, $cmd, $about, {});
+    };
+    ($name:ident, $cmd:literal, $about:literal, { $($extra:tt)* }) => {
         #[derive(FromArgs, Debug)]
         #[doc = $about]
         #[argh(subcommand, name = $cmd)]
         pub struct $name {
+            $($extra)*
             /// JSON config file (default: none, embedded defaults)
             #[argh(option)]
             config: Option<PathBuf>,
@@ -81,6 +101,15 @@ macro_rules! config_command {
             /// error, warn, info, debug or trace (default info)
             #[argh(option)]
             log_level: Option<String>,
+            /// unix socket for the pre-2021 line-protocol plugin (default none: off)
+            #[argh(option)]
+            legacy_socket: Option<String>,
+            /// permissions of the legacy socket, octal (default 0660)
+            #[argh(option)]
+            legacy_socket_mode: Option<String>,
+            /// group owning the legacy socket (default the daemon's group)
+            #[argh(option)]
+            legacy_socket_group: Option<String>,
         }
 
         impl $name {
@@ -105,6 +134,9 @@ macro_rules! config_command {
                     ("delay_secs", n(&self.delay_secs)),
                     ("expire_days", n(&self.expire_days)),
                     ("log_level", s(&self.log_level)),
+                    ("legacy_socket", s(&self.legacy_socket)),
+                    ("legacy_socket_mode", s(&self.legacy_socket_mode)),
+                    ("legacy_socket_group", s(&self.legacy_socket_group)),
                 ];
                 for (key, value) in flags {
                     if let Some(value) = value {
@@ -128,6 +160,279 @@ config_command!(
     "check-config",
     "Check the configuration and push identity, print what is in force."
 );
+
+config_command!(
+    DevicesArgs,
+    "devices",
+    "List registered devices (tokens shortened), their mailboxes and last registration.",
+    {
+        /// only this user's devices
+        #[argh(option)]
+        user: Option<String>,
+    }
+);
+config_command!(
+    RemoveArgs,
+    "remove",
+    "Remove a user's devices, or only those whose token starts with --token.",
+    {
+        /// whose devices to remove
+        #[argh(option)]
+        user: String,
+        /// only devices whose token starts with this (hex)
+        #[argh(option)]
+        token: Option<String>,
+    }
+);
+config_command!(
+    PushArgs,
+    "push",
+    "Send a test push to a user's devices through the running daemon; print Apple's answer.",
+    {
+        /// whose devices to push to
+        #[argh(option)]
+        user: String,
+        /// only devices whose token starts with this (hex)
+        #[argh(option)]
+        token: Option<String>,
+    }
+);
+
+config_command!(
+    ImportGoArgs,
+    "import-go",
+    "Import the Go daemon's database.json into the store (daemon stopped): all or nothing, repeatable.",
+    {
+        /// the Go daemon's database.json
+        #[argh(positional)]
+        file: PathBuf,
+    }
+);
+
+#[derive(FromArgs, Debug)]
+/// Print the xapsd JSON config equivalent to the Go daemon's xapsd.yaml.
+#[argh(subcommand, name = "import-go-config")]
+pub struct ImportGoConfigArgs {
+    /// the Go daemon's xapsd.yaml
+    #[argh(positional)]
+    file: PathBuf,
+}
+
+/// `xapsd import-go`: validates the whole file, then stores it in one
+/// transaction. Needs the store to itself.
+fn import_go(args: &ImportGoArgs) -> i32 {
+    let mut config = match args.load() {
+        Ok(c) => c,
+        Err(e) => return config_failure(args.config.as_deref(), &e),
+    };
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("xapsd: cannot read {}: {e}", args.file.display());
+            return 1;
+        }
+    };
+    let limits = crate::limits::Limits::default();
+    let go = match crate::import::go_database(&text, &limits) {
+        Ok(go) => go,
+        Err(e) => {
+            eprintln!("xapsd: {}: {e}; nothing imported", args.file.display());
+            return 1;
+        }
+    };
+    if go.apple_certs {
+        eprintln!("xapsd: note: the file's AppleCerts (certificates from Apple) are not imported by this build");
+    }
+    config.resolve_db();
+    let path = config.db.clone().unwrap_or_default();
+    let store = match Store::open(&path, admin_store_limits()) {
+        Ok(s) => s,
+        Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
+            eprintln!(
+                "xapsd: {} is in use (is the daemon running?); stop it for the import",
+                path.display()
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("xapsd: cannot open store {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let before: std::collections::HashMap<String, crate::store::Device> = match store.all_devices()
+    {
+        Ok(all) => all.into_iter().map(|d| (d.token.clone(), d)).collect(),
+        Err(e) => {
+            eprintln!("xapsd: cannot read store {}: {e}", path.display());
+            store.close();
+            return 1;
+        }
+    };
+    let mut lines = Vec::new();
+    let (mut new, mut updated, mut unchanged) = (0, 0, 0);
+    for d in &go.devices {
+        let what = match before.get(&d.token) {
+            None => {
+                new += 1;
+                "new"
+            }
+            Some(old) if old == d => {
+                unchanged += 1;
+                "unchanged"
+            }
+            Some(_) => {
+                updated += 1;
+                "updated"
+            }
+        };
+        lines.push(format!(
+            "{} {} ({}) registered {}: {what}",
+            d.user,
+            crate::privacy::Short(&d.token),
+            d.mailboxes.join(", "),
+            crate::clock::format_utc_minute(d.registered_at as i64)
+        ));
+    }
+    let users = go
+        .devices
+        .iter()
+        .map(|d| d.user.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let count = go.devices.len();
+    let result = async_io::block_on(store.import(go.devices));
+    store.close();
+    match result {
+        Ok(_) => {
+            for line in lines {
+                println!("{line}");
+            }
+            println!(
+                "imported {count} device(s) of {users} user(s) into {}: {new} new, {updated} updated, {unchanged} unchanged",
+                path.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("xapsd: import failed, nothing stored: {e}");
+            1
+        }
+    }
+}
+
+/// `xapsd import-go-config`: the JSON config on stdout, notes on stderr.
+fn import_go_config(args: &ImportGoConfigArgs) -> i32 {
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("xapsd: cannot read {}: {e}", args.file.display());
+            return 1;
+        }
+    };
+    match crate::import::go_config(&text) {
+        Ok(c) => {
+            print!("{}", c.json);
+            for note in &c.notes {
+                eprintln!("note: {note}");
+            }
+            if !c.unknown.is_empty() {
+                eprintln!(
+                    "unknown keys (not in the Go daemon's config either): {}",
+                    c.unknown.join(", ")
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("xapsd: {}: {e}", args.file.display());
+            1
+        }
+    }
+}
+
+/// Runs an operator command: through the daemon if it answers on its
+/// listen addresses, else on the store directly. Returns the exit code.
+fn admin_command(
+    config: Result<Config, ConfigError>,
+    file: Option<&Path>,
+    request: admin::Request,
+) -> i32 {
+    let mut config = match config {
+        Ok(c) => c,
+        Err(e) => return config_failure(file, &e),
+    };
+    match admin::call(&config.listen, &request) {
+        Ok(answer) if answer.status == 200 => {
+            print!("{}", answer.text);
+            return 0;
+        }
+        Ok(answer) => {
+            eprint!("xapsd: {}", answer.text);
+            if !answer.text.ends_with('\n') {
+                eprintln!();
+            }
+            if answer.status == 403 {
+                eprintln!(
+                    "xapsd: the daemon answers operator commands on loopback only; add a loopback address (e.g. 127.0.0.1:{}) to `listen`",
+                    config.listen.first().map_or(crate::config::DEFAULT_PORT, |a| a.port())
+                );
+            }
+            return 1;
+        }
+        Err(admin::CallError::NotRunning) => {}
+        Err(e) => {
+            eprintln!("xapsd: {e}");
+            return 1;
+        }
+    }
+    // Nobody answers: the daemon is not running, so the store is ours.
+    config.resolve_db();
+    let path = config.db.clone().unwrap_or_default();
+    if !path.exists() {
+        eprintln!(
+            "xapsd: no store at {} (and no daemon running)",
+            path.display()
+        );
+        return 1;
+    }
+    let store = match Store::open(&path, admin_store_limits()) {
+        Ok(s) => s,
+        Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
+            eprintln!(
+                "xapsd: {} is held by another process, but no daemon answers on {:?}; is the config the daemon's?",
+                path.display(),
+                config.listen
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("xapsd: cannot open store {}: {e}", path.display());
+            return 1;
+        }
+    };
+    let result = async_io::block_on(admin::serve(request, &store, None));
+    store.close();
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("xapsd: {e}");
+            1
+        }
+    }
+}
+
+fn admin_store_limits() -> StoreLimits {
+    let limits = crate::limits::Limits::default();
+    StoreLimits {
+        cache_bytes: 256 * 1024,
+        queue_len: 16,
+        max_batch: limits.max_store_batch,
+        max_devices_per_user: limits.max_devices_per_user,
+    }
+}
 
 /// Parses the command line and runs; returns the process exit code.
 pub fn main() -> i32 {
@@ -154,6 +459,31 @@ pub fn main() -> i32 {
             Ok(config) => crate::daemon::check_config(config),
             Err(e) => config_failure(args.config.as_deref(), &e),
         },
+        Some(Command::Devices(args)) => admin_command(
+            args.load(),
+            args.config.as_deref(),
+            admin::Request::Devices {
+                user: args.user.clone(),
+            },
+        ),
+        Some(Command::Remove(args)) => admin_command(
+            args.load(),
+            args.config.as_deref(),
+            admin::Request::Remove {
+                user: args.user.clone(),
+                token: args.token.clone(),
+            },
+        ),
+        Some(Command::Push(args)) => admin_command(
+            args.load(),
+            args.config.as_deref(),
+            admin::Request::Push {
+                user: args.user.clone(),
+                token: args.token.clone(),
+            },
+        ),
+        Some(Command::ImportGo(args)) => import_go(&args),
+        Some(Command::ImportGoConfig(args)) => import_go_config(&args),
         None => {
             eprintln!("xapsd: no command given; try `xapsd run` or `xapsd --help`");
             2
@@ -188,6 +518,12 @@ mod tests {
             );
             let flag = format!("--{}", key.replace('_', "-"));
             assert!(run.contains(&flag), "run --help lacks {flag}");
+            for cmd in ["devices", "remove", "push", "import-go"] {
+                assert!(
+                    help(&[cmd, "--help"]).contains(&flag),
+                    "{cmd} --help lacks {flag}"
+                );
+            }
         }
         assert!(run.matches("(default").count() >= crate::config::KEYS.len());
     }

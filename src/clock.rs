@@ -22,6 +22,14 @@ pub fn format_utc(unix: i64) -> String {
     }
 }
 
+/// `YYYY-MM-DD HH:MM UTC` of a unix time, for listings.
+pub fn format_utc_minute(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(t) => format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute()),
+        Err(_) => format!("@{unix}"),
+    }
+}
+
 /// Runs `fut` for at most `limit`; `None` if it did not finish in time.
 pub async fn within<T>(
     limit: std::time::Duration,
@@ -41,5 +49,9 @@ mod tests {
         assert_eq!(super::format_utc(0), "1970-01-01");
         assert_eq!(super::format_utc(1_795_953_630), "2026-11-29");
         assert_eq!(super::format_utc(951_782_400), "2000-02-29");
+        assert_eq!(
+            super::format_utc_minute(1_795_953_630),
+            "2026-11-29 12:00 UTC"
+        );
     }
 }

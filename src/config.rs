@@ -29,6 +29,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("delay_secs", "seconds non-urgent events are held and folded (default 30)"),
     ("expire_days", "days a device stays registered without re-registering (default 30)"),
     ("log_level", "error, warn, info, debug or trace (default info)"),
+    ("legacy_socket", "Unix socket for the pre-2021 line-protocol plugin, e.g. /var/run/dovecot/xapsd.sock (default none: off)"),
+    ("legacy_socket_mode", "permissions of the legacy socket, octal (default 0660)"),
+    ("legacy_socket_group", "group owning the legacy socket, e.g. dovecot (default the daemon's group)"),
 ];
 
 /// Which APNs server pushes go to.
@@ -83,6 +86,10 @@ pub struct Config {
     pub delay_secs: u64,
     pub expire_days: u64,
     pub log_level: LevelFilter,
+    pub legacy_socket: Option<PathBuf>,
+    /// Permission bits, at most 0o777.
+    pub legacy_socket_mode: u32,
+    pub legacy_socket_group: Option<String>,
 }
 
 impl Default for Config {
@@ -100,6 +107,9 @@ impl Default for Config {
             delay_secs: 30,
             expire_days: 30,
             log_level: LevelFilter::Info,
+            legacy_socket: None,
+            legacy_socket_mode: 0o660,
+            legacy_socket_group: None,
         }
     }
 }
@@ -199,6 +209,20 @@ impl Config {
             "delay_secs" => self.delay_secs = bounded("delay_secs", value, 0, 24 * 3600)?,
             "expire_days" => self.expire_days = bounded("expire_days", value, 1, 3650)?,
             "log_level" => self.log_level = parse_level(string("log_level", value)?)?,
+            "legacy_socket" => self.legacy_socket = Some(path("legacy_socket", value)?),
+            "legacy_socket_mode" => {
+                self.legacy_socket_mode = parse_mode(string("legacy_socket_mode", value)?)?
+            }
+            "legacy_socket_group" => {
+                let group = string("legacy_socket_group", value)?;
+                if group.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "legacy_socket_group",
+                        reason: "must not be empty".into(),
+                    });
+                }
+                self.legacy_socket_group = Some(group.to_owned());
+            }
             other => {
                 return Err(ConfigError::UnknownKey {
                     key: other.to_owned(),
@@ -346,6 +370,22 @@ fn parse_endpoint(s: &str) -> Result<ApnsEndpoint, ConfigError> {
     })
 }
 
+/// An octal permission string such as `0660` or `660`.
+fn parse_mode(s: &str) -> Result<u32, ConfigError> {
+    let invalid = || ConfigError::Invalid {
+        key: "legacy_socket_mode",
+        reason: format!("`{s}` is not an octal mode like \"0660\""),
+    };
+    if s.is_empty() || s.len() > 4 || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(invalid());
+    }
+    let mode = u32::from_str_radix(s, 8).map_err(|_| invalid())?;
+    if mode > 0o777 {
+        return Err(invalid());
+    }
+    Ok(mode)
+}
+
 fn parse_level(s: &str) -> Result<LevelFilter, ConfigError> {
     match s.to_ascii_lowercase().as_str() {
         "off" => Ok(LevelFilter::Off),
@@ -382,7 +422,9 @@ mod tests {
         let c = parse(
             r#"{"listen":["127.0.0.1:1","[::1]:2"],"db":"/x.redb","cert_file":"c.pem",
                 "key_file":"k.pem","apns_endpoint":"localhost:8443","apns_ca_file":"ca.pem",
-                "delay_secs":0,"expire_days":7,"log_level":"debug"}"#,
+                "delay_secs":0,"expire_days":7,"log_level":"debug",
+                "legacy_socket":"/run/x.sock","legacy_socket_mode":"0600",
+                "legacy_socket_group":"dovecot"}"#,
         )
         .unwrap();
         assert_eq!(c.listen.len(), 2);
@@ -397,6 +439,9 @@ mod tests {
         );
         assert_eq!((c.delay_secs, c.expire_days), (0, 7));
         assert_eq!(c.log_level, LevelFilter::Debug);
+        assert_eq!(c.legacy_socket.as_deref(), Some(Path::new("/run/x.sock")));
+        assert_eq!(c.legacy_socket_mode, 0o600);
+        assert_eq!(c.legacy_socket_group.as_deref(), Some("dovecot"));
     }
 
     #[test]
@@ -434,6 +479,22 @@ mod tests {
             (
                 r#"{"key_file":"k.pem"}"#,
                 "config key `key_file`: is set but cert_file is not",
+            ),
+            (
+                r#"{"legacy_socket_mode":"0999"}"#,
+                "config key `legacy_socket_mode`: `0999` is not an octal mode",
+            ),
+            (
+                r#"{"legacy_socket_mode":"7777"}"#,
+                "config key `legacy_socket_mode`: `7777` is not",
+            ),
+            (
+                r#"{"legacy_socket_mode":660}"#,
+                "config key `legacy_socket_mode` must be a string",
+            ),
+            (
+                r#"{"legacy_socket_group":""}"#,
+                "config key `legacy_socket_group`: must not be empty",
             ),
             (r#"[1]"#, "must hold one JSON object"),
             (r#"{"listen":"#, "is not valid JSON"),

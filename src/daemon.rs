@@ -24,7 +24,10 @@ use crate::dispatch::Dispatcher;
 use crate::identity::pem::PemIdentity;
 use crate::identity::{describe, IdentityError, IdentitySlot, PushIdentity};
 use crate::limits::Limits;
-use crate::plugin::http::{HttpFrontEnd, HttpStats};
+use crate::metrics::Sources;
+use crate::plugin::http::HttpFrontEnd;
+use crate::plugin::legacy::{self, LegacyFrontEnd, SocketError};
+use crate::plugin::FrontEndStats;
 use crate::service::Service;
 use crate::store::{Store, StoreError, StoreLimits};
 
@@ -40,6 +43,7 @@ pub enum DaemonError {
     NothingBound,
     CaFile(PathBuf, String),
     Signals(std::io::Error),
+    LegacySocket(SocketError),
 }
 
 impl fmt::Display for DaemonError {
@@ -51,6 +55,7 @@ impl fmt::Display for DaemonError {
             DaemonError::NothingBound => f.write_str("no listen address could be bound"),
             DaemonError::CaFile(path, e) => write!(f, "apns_ca_file {}: {e}", path.display()),
             DaemonError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            DaemonError::LegacySocket(e) => write!(f, "legacy_socket: {e}"),
         }
     }
 }
@@ -124,6 +129,18 @@ pub fn check_config(mut config: Config) -> i32 {
         );
     }
     println!("apns_endpoint: {}", config.apns_endpoint);
+    match &config.legacy_socket {
+        Some(path) => println!(
+            "legacy_socket: {} (mode {:04o}, group {})",
+            path.display(),
+            config.legacy_socket_mode,
+            config
+                .legacy_socket_group
+                .as_deref()
+                .unwrap_or("of the daemon")
+        ),
+        None => println!("legacy_socket: off"),
+    }
     println!(
         "delay_secs: {}, expire_days: {}",
         config.delay_secs, config.expire_days
@@ -212,6 +229,25 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         "store open: {} device(s) registered",
         store.device_count().unwrap_or(0)
     );
+    // The legacy socket first: once the TCP listeners say "listening on",
+    // every front end is up.
+    let legacy_socket = match &config.legacy_socket {
+        Some(path) => {
+            let bound = legacy::bind(
+                path,
+                config.legacy_socket_mode,
+                config.legacy_socket_group.as_deref(),
+            )
+            .map_err(DaemonError::LegacySocket)?;
+            log::info!(
+                "legacy plugin socket at {} (mode {:04o})",
+                path.display(),
+                config.legacy_socket_mode
+            );
+            Some(bound)
+        }
+        None => None,
+    };
     let listeners = bind_all(&config)?;
 
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -240,7 +276,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     );
     let dispatcher = Dispatcher::new(
         store.clone(),
-        apns,
+        apns.clone(),
         Arc::clone(&executor),
         Arc::clone(&limits),
         Duration::from_secs(config.delay_secs),
@@ -251,18 +287,41 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         slot.clone(),
         Arc::clone(&limits),
     ));
+    let (legacy_listener, legacy_file) = legacy_socket.unzip();
+    let http_stats = Arc::new(FrontEndStats::default());
+    let legacy_stats = legacy_listener
+        .as_ref()
+        .map(|_| Arc::new(FrontEndStats::default()));
+    let report = Arc::new(Sources {
+        store: store.clone(),
+        identity: slot.clone(),
+        apns,
+        dispatcher: dispatcher.clone(),
+        http: Arc::clone(&http_stats),
+        legacy: legacy_stats.clone(),
+    });
     let http = Arc::new(HttpFrontEnd {
+        service: Arc::clone(&service),
+        limits: Arc::clone(&limits),
+        stats: http_stats,
+        executor: Arc::clone(&executor),
+        report,
+    });
+    let legacy = Arc::new(LegacyFrontEnd {
         service,
         limits: Arc::clone(&limits),
-        stats: Arc::new(HttpStats::default()),
+        stats: legacy_stats.unwrap_or_default(),
         executor: Arc::clone(&executor),
     });
 
     let main = async {
-        let accepting: Vec<Task<()>> = listeners
+        let mut accepting: Vec<Task<()>> = listeners
             .into_iter()
             .map(|l| executor.spawn(Arc::clone(&http).serve(l)))
             .collect();
+        if let Some(listener) = legacy_listener {
+            accepting.push(executor.spawn(Arc::clone(&legacy).serve(listener)));
+        }
         let timers = executor.spawn({
             let d = dispatcher.clone();
             async move { d.run_timers().await }
@@ -291,6 +350,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     async_io::block_on(executor.run(main));
 
     store.close();
+    drop(legacy_file); // removes the socket file
     signal_handle.close();
     let _ = signal_thread.join();
     log::info!("stopped");

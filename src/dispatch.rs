@@ -241,6 +241,21 @@ impl Dispatcher {
         }
     }
 
+    /// An operator's test push: sent at once through the same APNs client,
+    /// its answer applied as for any push (a dead token is removed, a
+    /// passing failure is retried later), and returned.
+    pub async fn push_and_wait(&self, device: &Device) -> Result<Outcome, NotReady> {
+        let job = Job::for_device(device);
+        let _permit = self.inner.streams.acquire_arc().await;
+        let outcome = self.inner.apns.send(&job.push).await;
+        if let Ok(outcome) = &outcome {
+            self.apply(job, outcome.clone()).await;
+        } else if outcome == Err(NotReady::NoIdentity) {
+            self.inner.stats.dry_run.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
     async fn deliver(&self, job: Job) {
         let stats = &self.inner.stats;
         match self.inner.apns.send(&job.push).await {

@@ -3,16 +3,18 @@
 //! The data path, one module each, dependencies pointing one way:
 //!
 //! ```text
-//! plugin (HTTP/1.1 API)  ->  service  ->  store (redb)
-//!                                 \->  dispatch  ->  apns (h2 + rustls)  <- identity
+//! plugin (HTTP/1.1 API, legacy socket)  ->  service  ->  store (redb)
+//!                                                \->  dispatch  ->  apns (h2 + rustls)  <- identity
 //! ```
 //!
 //! [`plugin`] frames requests; [`service`] decides what they mean;
 //! [`store`] keeps registrations durable and knows nothing of HTTP or APNs;
 //! [`dispatch`] holds, folds, queues and retries pushes and applies APNs
 //! outcomes to the store; [`apns`] talks HTTP/2 to Apple with whatever
-//! [`identity`] is in force. [`daemon`] wires them together on smol.
+//! [`identity`] is in force. [`daemon`] wires them together on smol;
+//! [`metrics`] renders their counters for `/health` and `/metrics`.
 
+pub mod admin;
 pub mod apns;
 pub mod cli;
 pub mod clock;
@@ -20,7 +22,9 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod identity;
+pub mod import;
 pub mod limits;
+pub mod metrics;
 pub mod plugin;
 pub mod privacy;
 pub mod service;

@@ -97,7 +97,7 @@ impl Service {
 
     /// Stores the device durably and returns the topic the device must use.
     pub async fn register(&self, req: RegisterRequest) -> Result<String, ServiceError> {
-        let device = self.validate(req)?;
+        let device = device_from(req, &self.limits)?;
         log::debug!(
             "register: user {} device {} ({} mailboxes)",
             device.user,
@@ -146,56 +146,59 @@ impl Service {
             NotifyOutcome::Dispatched(dispatched)
         })
     }
+}
 
-    fn validate(&self, req: RegisterRequest) -> Result<Device, ServiceError> {
-        let invalid = |s: String| Err(ServiceError::Invalid(s));
-        let max = self.limits.max_field_len;
-        for (name, value) in [
-            ("ApsAccountId", &req.account_id),
-            ("ApsDeviceToken", &req.device_token),
-            ("Username", &req.username),
-        ] {
-            if value.is_empty() {
-                return invalid(format!("field `{name}` is empty"));
-            }
-            if value.len() > max {
-                return invalid(format!("field `{name}` is longer than {max} bytes"));
-            }
-            if value.chars().any(char::is_control) {
-                return invalid(format!("field `{name}` holds control characters"));
-            }
+/// Checks a registration and makes the device to store (registered now).
+/// Every way into the store goes through here: the front ends via
+/// [`Service::register`], and imports.
+pub fn device_from(req: RegisterRequest, limits: &Limits) -> Result<Device, ServiceError> {
+    let invalid = |s: String| Err(ServiceError::Invalid(s));
+    let max = limits.max_field_len;
+    for (name, value) in [
+        ("ApsAccountId", &req.account_id),
+        ("ApsDeviceToken", &req.device_token),
+        ("Username", &req.username),
+    ] {
+        if value.is_empty() {
+            return invalid(format!("field `{name}` is empty"));
         }
-        if req.subtopic != MAIL_SUBTOPIC {
-            return invalid(format!("field `ApsSubtopic` must be {MAIL_SUBTOPIC}"));
+        if value.len() > max {
+            return invalid(format!("field `{name}` is longer than {max} bytes"));
         }
-        // The token goes into the APNs request path: hex only.
-        let token = &req.device_token;
-        if token.len() % 2 != 0 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return invalid("field `ApsDeviceToken` is not a hex string".into());
+        if value.chars().any(char::is_control) {
+            return invalid(format!("field `{name}` holds control characters"));
         }
-        if req.mailboxes.is_empty() {
-            return invalid("field `Mailboxes` is empty".into());
-        }
-        if req.mailboxes.len() > self.limits.max_mailboxes_per_device {
-            return invalid(format!(
-                "field `Mailboxes` lists more than {} mailboxes",
-                self.limits.max_mailboxes_per_device
-            ));
-        }
-        if req.mailboxes.iter().any(|m| m.is_empty() || m.len() > max) {
-            return invalid(format!(
-                "field `Mailboxes` holds an empty name or one over {max} bytes"
-            ));
-        }
-        let mut mailboxes = req.mailboxes;
-        mailboxes.sort();
-        mailboxes.dedup();
-        Ok(Device {
-            token: token.to_ascii_lowercase(),
-            account_id: req.account_id,
-            user: req.username.to_lowercase(),
-            mailboxes,
-            registered_at: crate::clock::unix_now(),
-        })
     }
+    if req.subtopic != MAIL_SUBTOPIC {
+        return invalid(format!("field `ApsSubtopic` must be {MAIL_SUBTOPIC}"));
+    }
+    // The token goes into the APNs request path: hex only.
+    let token = &req.device_token;
+    if token.len() % 2 != 0 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return invalid("field `ApsDeviceToken` is not a hex string".into());
+    }
+    if req.mailboxes.is_empty() {
+        return invalid("field `Mailboxes` is empty".into());
+    }
+    if req.mailboxes.len() > limits.max_mailboxes_per_device {
+        return invalid(format!(
+            "field `Mailboxes` lists more than {} mailboxes",
+            limits.max_mailboxes_per_device
+        ));
+    }
+    if req.mailboxes.iter().any(|m| m.is_empty() || m.len() > max) {
+        return invalid(format!(
+            "field `Mailboxes` holds an empty name or one over {max} bytes"
+        ));
+    }
+    let mut mailboxes = req.mailboxes;
+    mailboxes.sort();
+    mailboxes.dedup();
+    Ok(Device {
+        token: token.to_ascii_lowercase(),
+        account_id: req.account_id,
+        user: req.username.to_lowercase(),
+        mailboxes,
+        registered_at: crate::clock::unix_now(),
+    })
 }

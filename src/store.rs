@@ -123,9 +123,18 @@ pub enum RemoveIf {
 
 enum Op {
     Register(Device),
-    Remove { token: String, condition: RemoveIf },
-    RemoveUser { user: String },
-    Sweep { cutoff: u64 },
+    /// Many registrations in one transaction: all or none.
+    Import(Vec<Device>),
+    Remove {
+        token: String,
+        condition: RemoveIf,
+    },
+    RemoveUser {
+        user: String,
+    },
+    Sweep {
+        cutoff: u64,
+    },
 }
 
 /// What a write did, returned to the caller once it is durable.
@@ -194,6 +203,13 @@ impl Store {
     /// Stores (or refreshes) a registration; returns once it is on disk.
     pub async fn register(&self, device: Device) -> Result<Written, StoreError> {
         self.write(Op::Register(device)).await
+    }
+
+    /// Stores many registrations in one transaction: if any fails, none is
+    /// stored. Registering what is already stored changes nothing, so an
+    /// import can be repeated.
+    pub async fn import(&self, devices: Vec<Device>) -> Result<Written, StoreError> {
+        self.write(Op::Import(devices)).await
     }
 
     /// Removes the device with this token, if the condition holds.
@@ -363,38 +379,19 @@ fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written
     let mut devices = txn.open_table(DEVICES)?;
     let mut index = txn.open_multimap_table(USER_DEVICES)?;
     match op {
-        Op::Register(device) => {
-            let previous = devices
-                .get(device.token.as_str())?
-                .map(|b| decode(&device.token, b.value()));
-            if let Some(previous) = previous {
-                let previous = previous?;
-                if previous.user != device.user {
-                    index.remove(previous.user.as_str(), device.token.as_str())?;
+        Op::Register(device) => register(&mut devices, &mut index, device, limits),
+        Op::Import(list) => {
+            let mut evicted_total = 0;
+            for device in list {
+                if let Written::Registered { evicted } =
+                    register(&mut devices, &mut index, device, limits)?
+                {
+                    evicted_total += evicted;
                 }
             }
-            devices.insert(device.token.as_str(), encode(device).as_bytes())?;
-            index.insert(device.user.as_str(), device.token.as_str())?;
-
-            // A user with more devices than allowed loses the stalest ones.
-            let mut evicted = 0;
-            let count = index.get(device.user.as_str())?.len() as usize;
-            if count > limits.max_devices_per_user {
-                let mut owned: Vec<(u64, String)> = Vec::with_capacity(count);
-                for token in index.get(device.user.as_str())? {
-                    let token = token?.value().to_owned();
-                    if let Some(bytes) = devices.get(token.as_str())? {
-                        owned.push((decode(&token, bytes.value())?.registered_at, token));
-                    }
-                }
-                owned.sort();
-                for (_, token) in owned.into_iter().take(count - limits.max_devices_per_user) {
-                    devices.remove(token.as_str())?;
-                    index.remove(device.user.as_str(), token.as_str())?;
-                    evicted += 1;
-                }
-            }
-            Ok(Written::Registered { evicted })
+            Ok(Written::Registered {
+                evicted: evicted_total,
+            })
         }
         Op::Remove { token, condition } => {
             let Some(device) = devices
@@ -440,6 +437,48 @@ fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written
             Ok(Written::Removed(stale.len()))
         }
     }
+}
+
+type Devices<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type Index<'t> = redb::MultimapTable<'t, &'static str, &'static str>;
+
+fn register(
+    devices: &mut Devices<'_>,
+    index: &mut Index<'_>,
+    device: &Device,
+    limits: StoreLimits,
+) -> Result<Written, StoreError> {
+    let previous = devices
+        .get(device.token.as_str())?
+        .map(|b| decode(&device.token, b.value()));
+    if let Some(previous) = previous {
+        let previous = previous?;
+        if previous.user != device.user {
+            index.remove(previous.user.as_str(), device.token.as_str())?;
+        }
+    }
+    devices.insert(device.token.as_str(), encode(device).as_bytes())?;
+    index.insert(device.user.as_str(), device.token.as_str())?;
+
+    // A user with more devices than allowed loses the stalest ones.
+    let mut evicted = 0;
+    let count = index.get(device.user.as_str())?.len() as usize;
+    if count > limits.max_devices_per_user {
+        let mut owned: Vec<(u64, String)> = Vec::with_capacity(count);
+        for token in index.get(device.user.as_str())? {
+            let token = token?.value().to_owned();
+            if let Some(bytes) = devices.get(token.as_str())? {
+                owned.push((decode(&token, bytes.value())?.registered_at, token));
+            }
+        }
+        owned.sort();
+        for (_, token) in owned.into_iter().take(count - limits.max_devices_per_user) {
+            devices.remove(token.as_str())?;
+            index.remove(device.user.as_str(), token.as_str())?;
+            evicted += 1;
+        }
+    }
+    Ok(Written::Registered { evicted })
 }
 
 #[cfg(test)]
@@ -579,6 +618,39 @@ mod tests {
             Err(StoreError::NewerSchema(99)) => {}
             other => panic!("expected NewerSchema, got {:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn import_is_one_repeatable_write_under_the_cap() {
+        let store = Store::open(&temp_path("import"), limits()).unwrap();
+        let list: Vec<Device> = ["a1", "a2", "a3", "a4", "b1"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                device(
+                    t,
+                    "x",
+                    if t.starts_with('a') { "alice" } else { "bob" },
+                    i as u64,
+                )
+            })
+            .collect();
+        async_io::block_on(async {
+            assert_eq!(
+                store.import(list.clone()).await.unwrap(),
+                Written::Registered { evicted: 1 },
+                "alice's oldest goes past the cap of 3"
+            );
+            let first = store.all_devices().unwrap();
+            assert_eq!(first.len(), 4);
+            store.import(list).await.unwrap();
+            assert_eq!(
+                store.all_devices().unwrap(),
+                first,
+                "importing again changes nothing"
+            );
+        });
+        store.close();
     }
 
     #[test]

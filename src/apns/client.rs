@@ -54,6 +54,8 @@ impl Live {
 pub struct ClientStats {
     pub connects: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// The last connection attempt failed (cleared by the next success).
+    pub failing: AtomicBool,
 }
 
 /// Why no push could be attempted at all.
@@ -144,6 +146,7 @@ impl ApnsClient {
                 Some(Ok((send, driver))) => {
                     let live = self.start(generation, send, driver);
                     inner.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    inner.stats.failing.store(false, Ordering::Relaxed);
                     log::info!(
                         "connected to APNs {} (connection {})",
                         inner.endpoint,
@@ -154,6 +157,7 @@ impl ApnsClient {
                 }
                 failure => {
                     inner.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    inner.stats.failing.store(true, Ordering::Relaxed);
                     let why = match failure {
                         Some(Err(e)) => e.to_string(),
                         _ => format!("no answer within {:?}", inner.limits.apns_connect_timeout),

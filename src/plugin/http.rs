@@ -7,7 +7,7 @@
 //! head; the bodies are always `Content-Length` framed.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,36 +15,20 @@ use async_executor::Executor;
 use async_io::{Async, Timer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-use super::json;
+use super::{json, FrontEndStats};
+use crate::admin;
 use crate::clock::within;
 use crate::limits::Limits;
 use crate::service::{NotifyOutcome, Service, ServiceError};
-
-/// Counters for reports and metrics.
-#[derive(Default, Debug)]
-pub struct HttpStats {
-    pub open: AtomicUsize,
-    pub accepted: AtomicU64,
-    pub refused_over_limit: AtomicU64,
-    pub requests: AtomicU64,
-    pub bad_requests: AtomicU64,
-}
 
 /// What one listener needs.
 pub struct HttpFrontEnd {
     pub service: Arc<Service>,
     pub limits: Arc<Limits>,
-    pub stats: Arc<HttpStats>,
+    pub stats: Arc<FrontEndStats>,
     pub executor: Arc<Executor<'static>>,
-}
-
-/// Decrements the open-connection count however the task ends.
-struct OpenSlot(Arc<HttpStats>);
-
-impl Drop for OpenSlot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
+    /// What `GET /health` and `GET /metrics` read.
+    pub report: Arc<crate::metrics::Sources>,
 }
 
 impl HttpFrontEnd {
@@ -60,9 +44,8 @@ impl HttpFrontEnd {
                     continue;
                 }
             };
-            let stats = &self.stats;
-            if stats.open.load(Ordering::Relaxed) >= self.limits.max_plugin_connections {
-                let n = stats.refused_over_limit.fetch_add(1, Ordering::Relaxed) + 1;
+            let Some(slot) = self.stats.admit(self.limits.max_plugin_connections) else {
+                let n = self.stats.refused_over_limit.load(Ordering::Relaxed);
                 if n.is_power_of_two() {
                     log::warn!(
                         "plugin connection from {peer} closed: {} already open ({n} refused so far)",
@@ -70,10 +53,7 @@ impl HttpFrontEnd {
                     );
                 }
                 continue;
-            }
-            stats.open.fetch_add(1, Ordering::Relaxed);
-            stats.accepted.fetch_add(1, Ordering::Relaxed);
-            let slot = OpenSlot(Arc::clone(stats));
+            };
             let this = Arc::clone(&self);
             self.executor
                 .spawn(async move {
@@ -172,7 +152,7 @@ impl HttpFrontEnd {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             // Boxed: the routing future is large, and an unboxed one would be
             // part of every idle connection's state.
-            let reply = Box::pin(self.route(&head, &buf.data()[head.len..total])).await;
+            let reply = Box::pin(self.route(&head, &buf.data()[head.len..total], peer)).await;
             let close = !head.keep_alive;
             if Box::pin(self.answer(&mut stream, peer, reply, close))
                 .await
@@ -185,7 +165,7 @@ impl HttpFrontEnd {
         }
     }
 
-    async fn route(&self, head: &Head, body: &[u8]) -> Reply {
+    async fn route(&self, head: &Head, body: &[u8], peer: SocketAddr) -> Reply {
         let path = head.path.split('?').next().unwrap_or_default();
         match (path, head.method.as_str()) {
             ("/register", "POST") => match json::register(body) {
@@ -204,8 +184,43 @@ impl HttpFrontEnd {
                 },
                 Err(e) => Reply::error(400, &e.to_string()),
             },
-            ("/register" | "/notify", _) => Reply::error(405, "use POST").with_allow(),
+            ("/health", "GET") => {
+                let health = crate::metrics::health(&self.report, unix_now());
+                Reply::text(if health.healthy { 200 } else { 503 }, health.text)
+            }
+            ("/metrics", "GET") => {
+                Reply::text(200, crate::metrics::metrics(&self.report, unix_now()))
+                    .with_content_type("text/plain; version=0.0.4; charset=utf-8")
+            }
+            ("/register" | "/notify", _) => Reply::error(405, "use POST").with_allow("POST"),
+            ("/health" | "/metrics", _) => Reply::error(405, "use GET").with_allow("GET"),
+            ("/admin/devices", "GET" | "POST") | ("/admin/remove" | "/admin/push", "POST") => {
+                self.admin(head, path, body, peer).await
+            }
+            ("/admin/remove" | "/admin/push", _) => {
+                Reply::error(405, "use POST").with_allow("POST")
+            }
             _ => Reply::error(404, "no such endpoint"),
+        }
+    }
+
+    /// Operator requests from `xapsd devices|remove|push`: loopback only,
+    /// and only with the admin header (which a web page cannot add).
+    async fn admin(&self, head: &Head, path: &str, body: &[u8], peer: SocketAddr) -> Reply {
+        if !admin::peer_allowed(&peer) {
+            return Reply::error(403, "admin endpoints answer loopback peers only");
+        }
+        if !head.admin_header {
+            return Reply::error(403, "admin request without its header");
+        }
+        let request = match admin::Request::parse(path, body) {
+            Ok(r) => r,
+            Err(e) => return Reply::error(e.status(), &e.to_string()),
+        };
+        let report = &self.report;
+        match admin::serve(request, &report.store, Some(&report.dispatcher)).await {
+            Ok(text) => Reply::text(200, text),
+            Err(e) => Reply::text(e.status(), format!("{e}\n")),
         }
     }
 
@@ -236,6 +251,10 @@ impl HttpFrontEnd {
             None => Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
+}
+
+fn unix_now() -> i64 {
+    crate::clock::unix_now() as i64
 }
 
 fn service_error(e: ServiceError) -> Reply {
@@ -329,6 +348,8 @@ struct Head {
     content_length: Option<usize>,
     chunked: bool,
     keep_alive: bool,
+    /// The request carries [`admin::ADMIN_HEADER`].
+    admin_header: bool,
 }
 
 impl Head {
@@ -368,6 +389,7 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
         content_length: None,
         chunked: false,
         keep_alive: version >= 1,
+        admin_header: false,
     };
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
@@ -379,6 +401,8 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
                 return Err(Reply::error(400, "conflicting Content-Length headers"));
             }
             head.content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case(admin::ADMIN_HEADER) {
+            head.admin_header = true;
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = true;
         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -394,13 +418,16 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
     Ok(Some(head))
 }
 
+const PLAIN: &str = "text/plain; charset=utf-8";
+
 /// An answer to the plugin. `reason` is set for errors and is logged.
 #[derive(Debug, PartialEq, Eq)]
 struct Reply {
     code: u16,
     body: String,
     reason: Option<String>,
-    allow: bool,
+    allow: Option<&'static str>,
+    content_type: &'static str,
 }
 
 impl Reply {
@@ -409,8 +436,22 @@ impl Reply {
             code: 200,
             body,
             reason: None,
-            allow: false,
+            allow: None,
+            content_type: PLAIN,
         }
+    }
+
+    /// A text answer that is not an error of the request (e.g. 503 health).
+    fn text(code: u16, body: String) -> Reply {
+        Reply {
+            code,
+            ..Reply::ok(body)
+        }
+    }
+
+    fn with_content_type(mut self, content_type: &'static str) -> Reply {
+        self.content_type = content_type;
+        self
     }
 
     fn status(code: u16) -> Reply {
@@ -418,7 +459,8 @@ impl Reply {
             code,
             body: String::new(),
             reason: None,
-            allow: false,
+            allow: None,
+            content_type: PLAIN,
         }
     }
 
@@ -427,12 +469,13 @@ impl Reply {
             code,
             body: format!("{reason}\n"),
             reason: Some(reason.to_owned()),
-            allow: false,
+            allow: None,
+            content_type: PLAIN,
         }
     }
 
-    fn with_allow(mut self) -> Reply {
-        self.allow = true;
+    fn with_allow(mut self, methods: &'static str) -> Reply {
+        self.allow = Some(methods);
         self
     }
 
@@ -441,6 +484,7 @@ impl Reply {
             200 => "OK",
             204 => "No Content",
             400 => "Bad Request",
+            403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
@@ -452,11 +496,11 @@ impl Reply {
         };
         let mut out = format!("HTTP/1.1 {} {text}\r\n", self.code);
         if self.code != 204 {
-            out.push_str("Content-Type: text/plain; charset=utf-8\r\n");
+            out.push_str(&format!("Content-Type: {}\r\n", self.content_type));
             out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
         }
-        if self.allow {
-            out.push_str("Allow: POST\r\n");
+        if let Some(methods) = self.allow {
+            out.push_str(&format!("Allow: {methods}\r\n"));
         }
         if close {
             out.push_str("Connection: close\r\n");

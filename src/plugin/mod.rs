@@ -5,3 +5,40 @@
 
 pub mod http;
 pub mod json;
+pub mod legacy;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Connection and request counters of one front end, for metrics.
+#[derive(Default, Debug)]
+pub struct FrontEndStats {
+    pub open: AtomicUsize,
+    pub accepted: AtomicU64,
+    pub refused_over_limit: AtomicU64,
+    pub requests: AtomicU64,
+    pub bad_requests: AtomicU64,
+}
+
+impl FrontEndStats {
+    /// Counts a new connection unless `max` are already open; the returned
+    /// slot un-counts it when dropped, however the connection task ends.
+    pub fn admit(self: &Arc<Self>, max: usize) -> Option<OpenSlot> {
+        if self.open.load(Ordering::Relaxed) >= max {
+            self.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        Some(OpenSlot(Arc::clone(self)))
+    }
+}
+
+/// One open connection, counted in [`FrontEndStats::open`] while alive.
+pub struct OpenSlot(Arc<FrontEndStats>);
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
