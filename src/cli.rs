@@ -22,6 +22,12 @@ pub const EXIT_CONFIG: i32 = 78;
   db             redb store file (default /var/lib/xapsd/xapsd.redb if writable, else the user's state dir)
   cert_file      PEM push certificate; its subject UID is the topic (default none: dry run)
   key_file       PEM private key of the push certificate (default: read from cert_file)
+  p12_file       PKCS#12 bundle (.p12) with the push certificate and its key, instead of cert_file (default none)
+  p12_password_file  file whose first line is the p12_file password (default: empty password)
+  p8_file        provider token key (.p8) from Apple, with key_id, team_id and topic (default none)
+  key_id         key ID of p8_file, ten letters and digits (default none)
+  team_id        team ID of the Apple developer account for p8_file (default none)
+  topic          APNs topic to push to with p8_file (default none)
   apns_endpoint  production, sandbox or host:port (default production)
   apns_ca_file   extra PEM trust anchor for the APNs server (default none)
   delay_secs     seconds non-urgent events are held and folded (default 30)
@@ -66,6 +72,24 @@ macro_rules! config_command {
             /// PEM private key of the push certificate (default: read from cert-file)
             #[argh(option)]
             key_file: Option<String>,
+            /// PKCS#12 bundle (.p12) with the push certificate and its key (default none)
+            #[argh(option)]
+            p12_file: Option<String>,
+            /// file whose first line is the p12-file password (default: empty password)
+            #[argh(option)]
+            p12_password_file: Option<String>,
+            /// provider token key (.p8) from Apple, with key-id, team-id and topic (default none)
+            #[argh(option)]
+            p8_file: Option<String>,
+            /// key ID of p8-file, ten letters and digits (default none)
+            #[argh(option)]
+            key_id: Option<String>,
+            /// team ID of the Apple developer account for p8-file (default none)
+            #[argh(option)]
+            team_id: Option<String>,
+            /// APNs topic to push to with p8-file (default none)
+            #[argh(option)]
+            topic: Option<String>,
             /// production, sandbox or host:port (default production)
             #[argh(option)]
             apns_endpoint: Option<String>,
@@ -100,6 +124,12 @@ macro_rules! config_command {
                     ("db", s(&self.db)),
                     ("cert_file", s(&self.cert_file)),
                     ("key_file", s(&self.key_file)),
+                    ("p12_file", s(&self.p12_file)),
+                    ("p12_password_file", s(&self.p12_password_file)),
+                    ("p8_file", s(&self.p8_file)),
+                    ("key_id", s(&self.key_id)),
+                    ("team_id", s(&self.team_id)),
+                    ("topic", s(&self.topic)),
                     ("apns_endpoint", s(&self.apns_endpoint)),
                     ("apns_ca_file", s(&self.apns_ca_file)),
                     ("delay_secs", n(&self.delay_secs)),
