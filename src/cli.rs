@@ -1,4 +1,4 @@
-//! Command line: `xapsd run`, `xapsd check-config`.
+//! Command line: `xapsd run`, `xapsd check-config`, `xapsd pass`.
 //!
 //! Every config key is also a flag of `run` and `check-config`, and a flag
 //! wins over the file. Exit codes: 0 success, 1 runtime failure, 2 bad
@@ -47,7 +47,14 @@ pub struct Cli {
 enum Command {
     Run(RunArgs),
     CheckConfig(CheckConfigArgs),
+    Pass(PassArgs),
 }
+
+#[derive(FromArgs, Debug)]
+/// Read an Apple ID password (no echo on a terminal, else one line of
+/// stdin) and print its SHA-256 for `apple_id_hashed_password`.
+#[argh(subcommand, name = "pass")]
+pub struct PassArgs {}
 
 /// Declares a subcommand that takes the config file and every config key
 /// as a flag, so `run` and `check-config` can never disagree.
@@ -184,6 +191,7 @@ pub fn main() -> i32 {
             Ok(config) => crate::daemon::check_config(config),
             Err(e) => config_failure(args.config.as_deref(), &e),
         },
+        Some(Command::Pass(_)) => crate::pass::main(),
         None => {
             eprintln!("xapsd: no command given; try `xapsd run` or `xapsd --help`");
             2

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod identity;
 pub mod limits;
+pub mod pass;
 pub mod plugin;
 pub mod privacy;
 pub mod service;

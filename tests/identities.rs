@@ -1,13 +1,14 @@
 //! Push identities end to end: the real binary pushes to the mock APNs with
 //! an RSA certificate from PEM (PKCS#1 key) or a PKCS#12 bundle (empty and
 //! real passwords, Keychain's and OpenSSL 3's encryptions), or with a
-//! provider token whose JWT the test verifies; `check-config` is run as
-//! an admin would.
+//! provider token whose JWT the test verifies; `check-config` and `pass`
+//! are run as an admin would.
 
 mod support;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use support::certs::{CertAndKey, PushCertSpec, TestCa, TEST_TOPIC};
@@ -336,4 +337,35 @@ fn check_config_reports_each_kind_and_fails_on_an_expired_certificate() {
         text.contains("UNUSABLE: the push certificate expired"),
         "{text}"
     );
+}
+
+fn pass(input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xapsd"))
+        .arg("pass")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn pass_prints_the_sha256_of_a_piped_password_and_nothing_else() {
+    // printf '%s' 'correct horse battery staple' | sha256sum
+    let want = "c4bbcb1fbec99d65bf59d85c8cb62ee2db963f0fe106f483d9afa73bd4e39a8a\n";
+    for input in [
+        &b"correct horse battery staple\n"[..],
+        b"correct horse battery staple\r\n",
+        b"correct horse battery staple",
+    ] {
+        let out = pass(input);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("horse"));
+    }
+    let out = pass(b"\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
 }
