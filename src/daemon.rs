@@ -334,6 +334,9 @@ fn reload(config: &Config, slot: &IdentitySlot) {
         Ok(Some(identity)) => {
             report_identity(identity.as_ref());
             let topic = identity.topic().to_owned();
+            if let Some(previous) = slot.get().1 {
+                identity.adopt(previous.as_ref());
+            }
             let old = slot.replace(identity);
             log::info!("SIGHUP: push identity reloaded; queued pushes continue with it");
             if old.is_some_and(|old| old != topic) {

@@ -254,6 +254,45 @@ fn expired_provider_token_is_not_replaced_within_twenty_minutes() {
 }
 
 #[test]
+fn sighup_keeps_the_token_of_the_same_key_and_a_new_key_gets_a_new_one() {
+    let ca = TestCa::new();
+    let mock = token_mock(&ca);
+    let dir = TempDir::new("p8");
+    let (p8, _) = token_key(&dir);
+    let daemon = Daemon::start(token_config(&mock, &p8));
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    register(&mut plugin, ALICE_ACCOUNT, ALICE_TOKEN, "alice");
+    new_mail(&mut plugin, "alice");
+    let first = mock.wait_for_requests(1, TIMEOUT).remove(0);
+
+    // Same file: a reload must not count as a token refresh for Apple.
+    let mark = daemon.log_mark();
+    daemon.hangup();
+    daemon.wait_log_since(mark, "push identity reloaded", TIMEOUT);
+    new_mail(&mut plugin, "alice");
+    let second = mock.wait_for_requests(2, TIMEOUT).remove(1);
+    assert_eq!(
+        first.header("authorization"),
+        second.header("authorization")
+    );
+
+    // A new key (rotated in the developer account): its own token.
+    let new_key = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&p8, new_key.serialize_pem()).unwrap();
+    let mark = daemon.log_mark();
+    daemon.hangup();
+    daemon.wait_log_since(mark, "push identity reloaded", TIMEOUT);
+    new_mail(&mut plugin, "alice");
+    let third = mock.wait_for_requests(3, TIMEOUT).remove(2);
+    let claims = support::jwt::verify(
+        third.header("authorization").unwrap(),
+        new_key.public_key_raw(),
+    )
+    .unwrap();
+    assert_eq!(claims.kid, KEY_ID);
+}
+
+#[test]
 fn token_keys_come_as_a_set_and_only_one_identity_kind_is_allowed() {
     let ca = TestCa::new();
     let mock = token_mock(&ca);

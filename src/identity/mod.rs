@@ -38,6 +38,13 @@ pub trait PushIdentity: Send + Sync + 'static {
     /// APNs refused the credentials with this reason (e.g. a token identity
     /// refreshes early on `ExpiredProviderToken`).
     fn rejected(&self, _reason: &str) {}
+    /// Token identities: the token in use and its schedule, for a reload.
+    fn token_handoff(&self) -> Option<token::TokenHandoff> {
+        None
+    }
+    /// Called on the new identity before it replaces `previous` (SIGHUP),
+    /// so it can take over state that must outlive a reload.
+    fn adopt(&self, _previous: &dyn PushIdentity) {}
 }
 
 /// Why an identity could not be loaded.

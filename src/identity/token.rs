@@ -14,12 +14,12 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use data_encoding::BASE64URL_NOPAD;
 use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::sign::CertifiedKey;
@@ -49,8 +49,28 @@ impl fmt::Display for SignError {
     }
 }
 
+/// Monotonic time since the first token identity of this process: one
+/// origin for all of them, so a reloaded identity can take over the
+/// schedule of the one it replaces.
+fn mono_now() -> Duration {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed()
+}
+
+/// What a token identity hands to its replacement (SIGHUP) when both sign
+/// with the same key for the same team, so a reload does not make a new
+/// token and count against Apple's 20-minute minimum.
+#[derive(Clone)]
+pub struct TokenHandoff {
+    key_id: String,
+    team_id: String,
+    public_key: Vec<u8>,
+    schedule: Schedule,
+    header: Option<Arc<str>>,
+}
+
 /// When to make a new token; pure so it can be tested with any clock.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Schedule {
     /// Monotonic time the current token was made, if there is one.
     minted_at: Option<Duration>,
@@ -85,8 +105,6 @@ pub struct TokenIdentity {
     topic: String,
     key: EcdsaKeyPair,
     rng: SystemRandom,
-    /// Origin of the monotonic clock the schedule uses.
-    base: Instant,
     current: Mutex<Current>,
 }
 
@@ -139,7 +157,6 @@ impl TokenIdentity {
             topic: topic.to_owned(),
             key,
             rng,
-            base: Instant::now(),
             current: Mutex::new(Current {
                 schedule: Schedule::default(),
                 header: None,
@@ -234,19 +251,45 @@ impl PushIdentity for TokenIdentity {
     }
 
     fn authorization(&self) -> Option<String> {
-        self.authorization_at(self.base.elapsed(), crate::clock::unix_now())
+        self.authorization_at(mono_now(), crate::clock::unix_now())
             .map(|h| h.to_string())
     }
 
     fn rejected(&self, reason: &str) {
-        self.rejected_at(reason, self.base.elapsed());
+        self.rejected_at(reason, mono_now());
+    }
+
+    fn token_handoff(&self) -> Option<TokenHandoff> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        Some(TokenHandoff {
+            key_id: self.key_id.clone(),
+            team_id: self.team_id.clone(),
+            public_key: self.key.public_key().as_ref().to_vec(),
+            schedule: current.schedule.clone(),
+            header: current.header.clone(),
+        })
+    }
+
+    fn adopt(&self, previous: &dyn PushIdentity) {
+        let Some(old) = previous.token_handoff() else {
+            return;
+        };
+        let same = old.key_id == self.key_id
+            && old.team_id == self.team_id
+            && old.public_key == self.key.public_key().as_ref();
+        if same && old.header.is_some() {
+            let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+            current.schedule = old.schedule;
+            current.header = old.header;
+            log::debug!("reload: the provider token in use is kept");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::signature::{KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 
     const TOPIC: &str = "com.apple.mail.XServer.8c5a6f4e-3f2b-4c1d-9e7a-0123456789ab";
     const MIN: Duration = Duration::from_secs(60);
@@ -319,6 +362,26 @@ mod tests {
             id.rejected_at(reason, 25 * MIN);
         }
         assert_eq!(id.authorization_at(25 * MIN, 2).unwrap(), first);
+    }
+
+    #[test]
+    fn a_reload_with_the_same_key_keeps_the_token_and_another_key_does_not() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let load = |kid: &str| {
+            TokenIdentity::from_pkcs8(pkcs8.as_ref(), kid, "TEAM1", TOPIC, "k.p8").unwrap()
+        };
+        let old = load("KEY1");
+        let t = 3 * MIN;
+        let token = old.authorization_at(t, 1).unwrap();
+        let reloaded = load("KEY1");
+        reloaded.adopt(&old);
+        assert_eq!(reloaded.authorization_at(t + MIN, 2).unwrap(), token);
+        // The schedule came along: the token is still replaced at 40 minutes.
+        assert_ne!(reloaded.authorization_at(t + 40 * MIN, 3).unwrap(), token);
+        let other = load("KEY2");
+        other.adopt(&old);
+        assert_ne!(other.authorization_at(t + MIN, 4).unwrap(), token);
     }
 
     #[test]
