@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use support::certs::{CertAndKey, PushCertSpec, TestCa, TEST_TOPIC};
+#[cfg(feature = "pkcs12")]
+use support::certs::CertAndKey;
+use support::certs::{PushCertSpec, TestCa, TEST_TOPIC};
 use support::daemon::{Daemon, DaemonConfig};
 use support::mock_apns::{Answer, MockApns, MockOptions, Request};
 use support::plugin::PluginClient;

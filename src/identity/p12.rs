@@ -25,6 +25,15 @@ pub fn read_password(path: Option<&Path>) -> Result<String, IdentityError> {
         return Ok(String::new());
     };
     let bytes = read(path, "PKCS#12 password file")?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            log::warn!(
+                "{} can be read by other users: chmod 600 it",
+                path.display()
+            );
+        }
+    }
     let text = String::from_utf8(bytes).map_err(|_| IdentityError::P12 {
         path: path.display().to_string(),
         reason: "the password file is not UTF-8 text".into(),
@@ -143,6 +152,16 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         for input in [&b""[..], b"\x30\x03\x02\x01\x03", &LEGACY_EMPTY[..100]] {
             assert!(from_der(input, "", "x.p12").is_err());
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_bundle_is_an_error_not_a_panic() {
+        for len in 0..LEGACY_EMPTY.len() {
+            assert!(
+                from_der(&LEGACY_EMPTY[..len], "", "cut.p12").is_err(),
+                "{len}"
+            );
         }
     }
 
