@@ -1,5 +1,5 @@
-//! Command line: `xapsd run`, `xapsd check-config`, and the operator
-//! commands `xapsd devices`, `xapsd remove`, `xapsd push`, and the
+//! Command line: `xapsd run`, `xapsd check-config`, `xapsd pass`, the
+//! operator commands `xapsd devices`, `xapsd remove`, `xapsd push`, and the
 //! migration commands `xapsd import-go`, `xapsd import-go-config`.
 //!
 //! Every config key is also a flag of `run` and `check-config`, and a flag
@@ -26,6 +26,12 @@ pub const EXIT_CONFIG: i32 = 78;
   db             redb store file (default /var/lib/xapsd/xapsd.redb if writable, else the user's state dir)
   cert_file      PEM push certificate; its subject UID is the topic (default none: dry run)
   key_file       PEM private key of the push certificate (default: read from cert_file)
+  p12_file       PKCS#12 bundle (.p12) with the push certificate and its key, instead of cert_file (default none)
+  p12_password_file  file whose first line is the p12_file password (default: empty password)
+  p8_file        provider token key (.p8) from Apple, with key_id, team_id and topic (default none)
+  key_id         key ID of p8_file, ten letters and digits (default none)
+  team_id        team ID of the Apple developer account for p8_file (default none)
+  topic          APNs topic to push to with p8_file (default none)
   apns_endpoint  production, sandbox or host:port (default production)
   apns_ca_file   extra PEM trust anchor for the APNs server (default none)
   delay_secs     seconds non-urgent events are held and folded (default 30)
@@ -55,7 +61,14 @@ enum Command {
     Push(PushArgs),
     ImportGo(ImportGoArgs),
     ImportGoConfig(ImportGoConfigArgs),
+    Pass(PassArgs),
 }
+
+#[derive(FromArgs, Debug)]
+/// Read an Apple ID password (no echo on a terminal, else one line of
+/// stdin) and print its SHA-256 for `apple_id_hashed_password`.
+#[argh(subcommand, name = "pass")]
+pub struct PassArgs {}
 
 /// Declares a subcommand that takes the config file and every config key
 /// as a flag (plus its own flags, if given), so `run`, `check-config` and
@@ -86,6 +99,24 @@ macro_rules! config_command {
             /// PEM private key of the push certificate (default: read from cert-file)
             #[argh(option)]
             key_file: Option<String>,
+            /// PKCS#12 bundle (.p12) with the push certificate and its key (default none)
+            #[argh(option)]
+            p12_file: Option<String>,
+            /// file whose first line is the p12-file password (default: empty password)
+            #[argh(option)]
+            p12_password_file: Option<String>,
+            /// provider token key (.p8) from Apple, with key-id, team-id and topic (default none)
+            #[argh(option)]
+            p8_file: Option<String>,
+            /// key ID of p8-file, ten letters and digits (default none)
+            #[argh(option)]
+            key_id: Option<String>,
+            /// team ID of the Apple developer account for p8-file (default none)
+            #[argh(option)]
+            team_id: Option<String>,
+            /// APNs topic to push to with p8-file (default none)
+            #[argh(option)]
+            topic: Option<String>,
             /// production, sandbox or host:port (default production)
             #[argh(option)]
             apns_endpoint: Option<String>,
@@ -129,6 +160,12 @@ macro_rules! config_command {
                     ("db", s(&self.db)),
                     ("cert_file", s(&self.cert_file)),
                     ("key_file", s(&self.key_file)),
+                    ("p12_file", s(&self.p12_file)),
+                    ("p12_password_file", s(&self.p12_password_file)),
+                    ("p8_file", s(&self.p8_file)),
+                    ("key_id", s(&self.key_id)),
+                    ("team_id", s(&self.team_id)),
+                    ("topic", s(&self.topic)),
                     ("apns_endpoint", s(&self.apns_endpoint)),
                     ("apns_ca_file", s(&self.apns_ca_file)),
                     ("delay_secs", n(&self.delay_secs)),
@@ -484,6 +521,7 @@ pub fn main() -> i32 {
         ),
         Some(Command::ImportGo(args)) => import_go(&args),
         Some(Command::ImportGoConfig(args)) => import_go_config(&args),
+        Some(Command::Pass(_)) => crate::pass::main(),
         None => {
             eprintln!("xapsd: no command given; try `xapsd run` or `xapsd --help`");
             2

@@ -24,6 +24,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("db", "redb store file (default /var/lib/xapsd/xapsd.redb if writable, else the user's state dir)"),
     ("cert_file", "PEM push certificate; its subject UID is the topic (default none: dry run)"),
     ("key_file", "PEM private key of the push certificate (default: read from cert_file)"),
+    ("p12_file", "PKCS#12 bundle (.p12) with the push certificate and its key, instead of cert_file (default none)"),
+    ("p12_password_file", "file whose first line is the p12_file password (default: empty password)"),
+    ("p8_file", "provider token key (.p8) from Apple, with key_id, team_id and topic (default none)"),
+    ("key_id", "key ID of p8_file, ten letters and digits (default none)"),
+    ("team_id", "team ID of the Apple developer account for p8_file (default none)"),
+    ("topic", "APNs topic to push to with p8_file (default none)"),
     ("apns_endpoint", "production, sandbox or host:port (default production)"),
     ("apns_ca_file", "extra PEM trust anchor for the APNs server (default none)"),
     ("delay_secs", "seconds non-urgent events are held and folded (default 30)"),
@@ -81,6 +87,12 @@ pub struct Config {
     pub db: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    pub p12_file: Option<PathBuf>,
+    pub p12_password_file: Option<PathBuf>,
+    pub p8_file: Option<PathBuf>,
+    pub key_id: Option<String>,
+    pub team_id: Option<String>,
+    pub topic: Option<String>,
     pub apns_endpoint: ApnsEndpoint,
     pub apns_ca_file: Option<PathBuf>,
     pub delay_secs: u64,
@@ -102,6 +114,12 @@ impl Default for Config {
             db: None,
             cert_file: None,
             key_file: None,
+            p12_file: None,
+            p12_password_file: None,
+            p8_file: None,
+            key_id: None,
+            team_id: None,
+            topic: None,
             apns_endpoint: ApnsEndpoint::Production,
             apns_ca_file: None,
             delay_secs: 30,
@@ -202,6 +220,21 @@ impl Config {
             "db" => self.db = Some(path("db", value)?),
             "cert_file" => self.cert_file = Some(path("cert_file", value)?),
             "key_file" => self.key_file = Some(path("key_file", value)?),
+            "p12_file" => self.p12_file = Some(path("p12_file", value)?),
+            "p12_password_file" => self.p12_password_file = Some(path("p12_password_file", value)?),
+            "p8_file" => self.p8_file = Some(path("p8_file", value)?),
+            "key_id" => self.key_id = Some(apple_field("key_id", value)?),
+            "team_id" => self.team_id = Some(apple_field("team_id", value)?),
+            "topic" => {
+                let topic = string("topic", value)?;
+                if topic.is_empty() || topic.len() > 255 || topic.chars().any(char::is_whitespace) {
+                    return Err(ConfigError::Invalid {
+                        key: "topic",
+                        reason: "must be a bundle-id-like name without spaces".into(),
+                    });
+                }
+                self.topic = Some(topic.to_owned())
+            }
             "apns_endpoint" => {
                 self.apns_endpoint = parse_endpoint(string("apns_endpoint", value)?)?
             }
@@ -238,6 +271,47 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "key_file",
                 reason: "is set but cert_file is not".into(),
+            });
+        }
+        if self.p12_password_file.is_some() && self.p12_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "p12_password_file",
+                reason: "is set but p12_file is not".into(),
+            });
+        }
+        // The token keys come as a set: name the first one missing.
+        let token = [
+            ("p8_file", self.p8_file.is_some()),
+            ("key_id", self.key_id.is_some()),
+            ("team_id", self.team_id.is_some()),
+            ("topic", self.topic.is_some()),
+        ];
+        if token.iter().any(|(_, set)| *set) {
+            if let Some((missing, _)) = token.iter().find(|(_, set)| !*set) {
+                let given: Vec<&str> = token
+                    .iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect();
+                return Err(ConfigError::Invalid {
+                    key: missing,
+                    reason: format!(
+                        "is required with {} (a provider token needs p8_file, key_id, team_id and topic)",
+                        given.join(", ")
+                    ),
+                });
+            }
+        }
+        let kinds = [
+            ("cert_file", self.cert_file.is_some()),
+            ("p12_file", self.p12_file.is_some()),
+            ("p8_file", self.p8_file.is_some()),
+        ];
+        let mut chosen = kinds.iter().filter(|(_, set)| *set).map(|(k, _)| *k);
+        if let (Some(first), Some(second)) = (chosen.next(), chosen.next()) {
+            return Err(ConfigError::Invalid {
+                key: second,
+                reason: format!("cannot be combined with {first}: configure one push identity"),
             });
         }
         Ok(())
@@ -278,6 +352,17 @@ fn string<'v>(key: &'static str, value: &'v Value) -> Result<&'v str, ConfigErro
             expected: "a string",
         }),
     }
+}
+
+fn apple_field(key: &'static str, value: &Value) -> Result<String, ConfigError> {
+    let s = string(key, value)?;
+    if !crate::identity::token::valid_apple_id_field(s) {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: "must be letters and digits, as shown in Apple's developer account".into(),
+        });
+    }
+    Ok(s.to_owned())
 }
 
 fn path(key: &'static str, value: &Value) -> Result<PathBuf, ConfigError> {
@@ -496,6 +581,31 @@ mod tests {
                 r#"{"legacy_socket_group":""}"#,
                 "config key `legacy_socket_group`: must not be empty",
             ),
+            (
+                r#"{"p12_password_file":"pw"}"#,
+                "config key `p12_password_file`: is set but p12_file is not",
+            ),
+            (
+                r#"{"p8_file":"k.p8","key_id":"ABC","topic":"t"}"#,
+                "config key `team_id`: is required with p8_file, key_id, topic",
+            ),
+            (
+                r#"{"key_id":"ABC"}"#,
+                "config key `p8_file`: is required with key_id",
+            ),
+            (
+                r#"{"key_id":"A B"}"#,
+                "config key `key_id`: must be letters and digits",
+            ),
+            (r#"{"topic":""}"#, "config key `topic`: must be"),
+            (
+                r#"{"cert_file":"c.pem","p12_file":"b.p12"}"#,
+                "config key `p12_file`: cannot be combined with cert_file",
+            ),
+            (
+                r#"{"p12_file":"b.p12","p8_file":"k.p8","key_id":"A","team_id":"B","topic":"t"}"#,
+                "config key `p8_file`: cannot be combined with p12_file",
+            ),
             (r#"[1]"#, "must hold one JSON object"),
             (r#"{"listen":"#, "is not valid JSON"),
         ];
@@ -503,6 +613,18 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text}: got `{err}`, want `{want}`");
         }
+    }
+
+    #[test]
+    fn each_identity_kind_alone_is_accepted() {
+        let p12 = parse(r#"{"p12_file":"b.p12","p12_password_file":"pw"}"#).unwrap();
+        assert_eq!(p12.p12_file.as_deref(), Some(Path::new("b.p12")));
+        let token = parse(
+            r#"{"p8_file":"k.p8","key_id":"ABC123DEFG","team_id":"TEAM1","topic":"com.x.y"}"#,
+        )
+        .unwrap();
+        assert_eq!(token.key_id.as_deref(), Some("ABC123DEFG"));
+        assert_eq!(token.topic.as_deref(), Some("com.x.y"));
     }
 
     #[test]

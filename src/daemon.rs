@@ -22,7 +22,8 @@ use crate::apns::ApnsClient;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::identity::pem::PemIdentity;
-use crate::identity::{describe, IdentityError, IdentitySlot, PushIdentity};
+use crate::identity::token::TokenIdentity;
+use crate::identity::{assess, describe, Finding, IdentityError, IdentitySlot, PushIdentity};
 use crate::limits::Limits;
 use crate::metrics::Sources;
 use crate::plugin::http::HttpFrontEnd;
@@ -73,12 +74,42 @@ pub fn init_logging(level: LevelFilter) {
     let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
 }
 
-/// Loads the configured identity; `None` means dry run.
+/// Loads the configured identity; `None` means dry run. The config was
+/// validated, so at most one kind is set.
 pub fn load_identity(config: &Config) -> Result<Option<Arc<dyn PushIdentity>>, IdentityError> {
-    match (&config.cert_file, config.key_path()) {
-        (Some(cert), Some(key)) => Ok(Some(Arc::new(PemIdentity::load(cert, key)?))),
-        _ => Ok(None),
+    if let (Some(cert), Some(key)) = (&config.cert_file, config.key_path()) {
+        return Ok(Some(Arc::new(PemIdentity::load(cert, key)?)));
     }
+    if let Some(p12) = &config.p12_file {
+        return load_p12(p12, config.p12_password_file.as_deref());
+    }
+    if let (Some(p8), Some(key_id), Some(team_id), Some(topic)) = (
+        &config.p8_file,
+        &config.key_id,
+        &config.team_id,
+        &config.topic,
+    ) {
+        return Ok(Some(Arc::new(TokenIdentity::load(
+            p8, key_id, team_id, topic,
+        )?)));
+    }
+    Ok(None)
+}
+
+#[cfg(feature = "pkcs12")]
+fn load_p12(
+    p12: &std::path::Path,
+    password: Option<&std::path::Path>,
+) -> Result<Option<Arc<dyn PushIdentity>>, IdentityError> {
+    Ok(Some(Arc::new(crate::identity::p12::load(p12, password)?)))
+}
+
+#[cfg(not(feature = "pkcs12"))]
+fn load_p12(
+    _p12: &std::path::Path,
+    _password: Option<&std::path::Path>,
+) -> Result<Option<Arc<dyn PushIdentity>>, IdentityError> {
+    Err(IdentityError::P12Unsupported)
 }
 
 fn store_limits(limits: &Limits) -> StoreLimits {
@@ -93,19 +124,11 @@ fn store_limits(limits: &Limits) -> StoreLimits {
 fn report_identity(identity: &dyn PushIdentity) {
     let now = crate::clock::unix_now() as i64;
     log::info!("{}", describe(identity, now));
-    if let Some(t) = identity.not_after() {
-        let days = (t - now).div_euclid(86_400);
-        if days < 0 {
-            log::error!("the push identity has expired: APNs will refuse every push");
-        } else if days < 30 {
-            log::warn!("the push identity expires in {days} days");
+    for finding in assess(identity, now) {
+        match finding {
+            Finding::Warning(w) => log::warn!("{w}"),
+            Finding::Unusable(u) => log::error!("{u}"),
         }
-    }
-    if identity.topic().len() <= 50 {
-        log::warn!(
-            "topic `{}` is 50 bytes or shorter: the Dovecot plugin rejects such answers",
-            identity.topic()
-        );
     }
 }
 
@@ -148,11 +171,19 @@ pub fn check_config(mut config: Config) -> i32 {
     println!("bounds: {limits:?}");
     match load_identity(&config) {
         Ok(Some(identity)) => {
-            println!(
-                "{}",
-                describe(identity.as_ref(), crate::clock::unix_now() as i64)
-            );
-            0
+            let now = crate::clock::unix_now() as i64;
+            println!("{}", describe(identity.as_ref(), now));
+            let mut code = 0;
+            for finding in assess(identity.as_ref(), now) {
+                match finding {
+                    Finding::Warning(w) => println!("warning: {w}"),
+                    Finding::Unusable(u) => {
+                        println!("push identity: UNUSABLE: {u}");
+                        code = 1;
+                    }
+                }
+            }
+            code
         }
         Ok(None) => {
             println!("push identity: none (dry run: pushes are logged, not sent)");
@@ -363,6 +394,9 @@ fn reload(config: &Config, slot: &IdentitySlot) {
         Ok(Some(identity)) => {
             report_identity(identity.as_ref());
             let topic = identity.topic().to_owned();
+            if let Some(previous) = slot.get().1 {
+                identity.adopt(previous.as_ref());
+            }
             let old = slot.replace(identity);
             log::info!("SIGHUP: push identity reloaded; queued pushes continue with it");
             if old.is_some_and(|old| old != topic) {

@@ -25,6 +25,7 @@ pub mod identity;
 pub mod import;
 pub mod limits;
 pub mod metrics;
+pub mod pass;
 pub mod plugin;
 pub mod privacy;
 pub mod service;

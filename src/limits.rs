@@ -95,3 +95,14 @@ impl Default for Limits {
         }
     }
 }
+
+/// A provider token is reused this long before a new one is made. Apple
+/// refuses tokens older than an hour and asks for reuse of 20 to 60 minutes.
+pub const PROVIDER_TOKEN_REUSE: Duration = Duration::from_secs(40 * 60);
+
+/// Never make provider tokens more often than this, even when APNs says the
+/// token expired: faster refreshes get 429 TooManyProviderTokenUpdates.
+pub const PROVIDER_TOKEN_MIN_INTERVAL: Duration = Duration::from_secs(20 * 60);
+
+/// The startup report warns when a certificate has fewer days left.
+pub const CERT_WARN_DAYS: i64 = 30;

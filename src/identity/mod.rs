@@ -7,7 +7,10 @@
 //! provider. [`IdentitySlot`] holds the identity in force so it can be
 //! swapped (SIGHUP, renewal) while pushes keep flowing.
 
+#[cfg(feature = "pkcs12")]
+pub mod p12;
 pub mod pem;
+pub mod token;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -35,6 +38,13 @@ pub trait PushIdentity: Send + Sync + 'static {
     /// APNs refused the credentials with this reason (e.g. a token identity
     /// refreshes early on `ExpiredProviderToken`).
     fn rejected(&self, _reason: &str) {}
+    /// Token identities: the token in use and its schedule, for a reload.
+    fn token_handoff(&self) -> Option<token::TokenHandoff> {
+        None
+    }
+    /// Called on the new identity before it replaces `previous` (SIGHUP),
+    /// so it can take over state that must outlive a reload.
+    fn adopt(&self, _previous: &dyn PushIdentity) {}
 }
 
 /// Why an identity could not be loaded.
@@ -62,6 +72,14 @@ pub enum IdentityError {
         path: String,
         reason: String,
     },
+    /// A PKCS#12 bundle that cannot be opened (wrong password, unsupported
+    /// encryption, not PKCS#12 at all).
+    P12 {
+        path: String,
+        reason: String,
+    },
+    /// This build leaves out PKCS#12 support (cargo feature `pkcs12`).
+    P12Unsupported,
 }
 
 impl fmt::Display for IdentityError {
@@ -83,6 +101,13 @@ impl fmt::Display for IdentityError {
             IdentityError::KeyRejected { path, reason } => {
                 write!(f, "private key in {path} is not usable: {reason}")
             }
+            IdentityError::P12 { path, reason } => {
+                write!(f, "cannot open PKCS#12 file {path}: {reason}")
+            }
+            IdentityError::P12Unsupported => f.write_str(
+                "this xapsd was built without PKCS#12 support (cargo feature `pkcs12`); \
+                 convert the bundle to PEM with `openssl pkcs12 -nodes` and use cert_file",
+            ),
         }
     }
 }
@@ -103,11 +128,46 @@ pub fn describe(identity: &dyn PushIdentity, now: i64) -> String {
             )
         }
         None => format!(
-            "push identity: {}, topic {}",
+            "push identity: {}, topic {}, no expiry date (tokens are renewed as they are used)",
             identity.kind(),
             identity.topic()
         ),
     }
+}
+
+/// Something the startup report and `check-config` point out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// Works now, needs attention soon.
+    Warning(String),
+    /// Pushes (or the plugin) will fail with it.
+    Unusable(String),
+}
+
+/// What is wrong or soon wrong with an identity at unix time `now`.
+pub fn assess(identity: &dyn PushIdentity, now: i64) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if let Some(t) = identity.not_after() {
+        let days = (t - now).div_euclid(86_400);
+        if t <= now {
+            findings.push(Finding::Unusable(format!(
+                "the push certificate expired on {}: APNs will refuse every push",
+                crate::clock::format_utc(t)
+            )));
+        } else if days < crate::limits::CERT_WARN_DAYS {
+            findings.push(Finding::Warning(format!(
+                "the push certificate expires in {days} days ({}): renew it",
+                crate::clock::format_utc(t)
+            )));
+        }
+    }
+    if identity.topic().len() <= 50 {
+        findings.push(Finding::Unusable(format!(
+            "topic `{}` is 50 bytes or shorter: the Dovecot plugin aborts on such answers",
+            identity.topic()
+        )));
+    }
+    findings
 }
 
 struct Current {

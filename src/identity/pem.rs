@@ -46,8 +46,10 @@ pub fn certificate_facts(der: &[u8], path: &str) -> Result<CertificateFacts, Ide
     })
 }
 
-/// A certificate identity loaded from PEM.
+/// A certificate identity: loaded from PEM here, or from PKCS#12 by
+/// [`super::p12`]; only the kind shown in reports differs.
 pub struct PemIdentity {
+    kind: &'static str,
     facts: CertificateFacts,
     key: Arc<CertifiedKey>,
 }
@@ -77,11 +79,12 @@ impl PemIdentity {
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| IdentityError::NoKey {
             path: key_name.clone(),
         })?;
-        Self::from_parts(chain, key, facts, &key_name)
+        Self::from_parts("PEM certificate", chain, key, facts, &key_name)
     }
 
     /// Builds the identity from DER parts (also used by other loaders).
     pub fn from_parts(
+        kind: &'static str,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
         facts: CertificateFacts,
@@ -97,13 +100,14 @@ impl PemIdentity {
         // the first TLS handshake with Apple.
         certified.keys_match().map_err(rejected)?;
         Ok(PemIdentity {
+            kind,
             facts,
             key: Arc::new(certified),
         })
     }
 }
 
-fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
+pub(crate) fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
     std::fs::read(path).map_err(|source| IdentityError::Read {
         what,
         path: path.display().to_string(),
@@ -113,7 +117,7 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, IdentityError> {
 
 impl PushIdentity for PemIdentity {
     fn kind(&self) -> &'static str {
-        "PEM certificate"
+        self.kind
     }
 
     fn topic(&self) -> &str {

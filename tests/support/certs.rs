@@ -27,6 +27,13 @@ pub const TEST_TOPIC: &str = "com.apple.mail.XServer.8c5a6f4e-3f2b-4c1d-9e7a-012
 pub const UID_OID: &[u64] = &[0, 9, 2342, 19200300, 100, 1, 1];
 /// Dotted form of [`UID_OID`], as x509-parser prints it.
 pub const UID_OID_STR: &str = "0.9.2342.19200300.100.1.1";
+/// An RSA-2048 key made once with `openssl genpkey` for these tests (ring,
+/// rcgen's backend here, cannot generate RSA keys; Apple's push
+/// certificates are RSA). Test-only: it protects nothing.
+pub const RSA_KEY_PKCS8_PEM: &str = include_str!("../fixtures/keys/rsa2048-test.pkcs8.pem");
+/// The same key as PKCS#1 (`-----BEGIN RSA PRIVATE KEY-----`).
+pub const RSA_KEY_PKCS1_PEM: &str = include_str!("../fixtures/keys/rsa2048-test.pkcs1.pem");
+
 /// Apple's "production push" certificate extension.
 pub const APPLE_PRODUCTION_EXT_OID: &[u64] = &[1, 2, 840, 113635, 100, 6, 3, 2];
 
@@ -201,6 +208,23 @@ impl TestCa {
     }
 
     pub fn push_cert_with(&self, spec: PushCertSpec) -> CertAndKey {
+        let key = KeyPair::generate().expect("generate leaf key");
+        self.push_cert_with_key(spec, key)
+    }
+
+    /// Push certificate for `topic` with the committed RSA-2048 test key, as
+    /// Apple issues them. The key PEM is PKCS#1 (`BEGIN RSA PRIVATE KEY`),
+    /// what `openssl pkcs12 -nodes -traditional` gives admins; `key_der`
+    /// stays PKCS#8.
+    pub fn push_cert_rsa(&self, topic: &str) -> CertAndKey {
+        let key = KeyPair::from_pkcs8_pem_and_sign_algo(RSA_KEY_PKCS8_PEM, &rcgen::PKCS_RSA_SHA256)
+            .expect("load the RSA test key");
+        let mut cert = self.push_cert_with_key(PushCertSpec::new(topic), key);
+        cert.key_pem = RSA_KEY_PKCS1_PEM.to_string();
+        cert
+    }
+
+    pub fn push_cert_with_key(&self, spec: PushCertSpec, key: KeyPair) -> CertAndKey {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         // Apple's order: UID, CN, OU, O, C.
@@ -238,11 +262,15 @@ impl TestCa {
         if let Some(t) = spec.not_after {
             params.not_after = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(t);
         }
-        self.sign(params)
+        self.sign_with(params, key)
     }
 
     fn sign(&self, params: CertificateParams) -> CertAndKey {
         let key = KeyPair::generate().expect("generate leaf key");
+        self.sign_with(params, key)
+    }
+
+    fn sign_with(&self, params: CertificateParams, key: KeyPair) -> CertAndKey {
         let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
         CertAndKey {
             cert_pem: cert.pem(),

@@ -4,14 +4,16 @@
 //! Integration tests drive the real daemon binary from the outside, as
 //! Dovecot and Apple would: [`plugin`] speaks the Dovecot plugin's HTTP/1.1,
 //! [`mock_apns`] plays APNs over TLS + HTTP/2, [`certs`] makes the
-//! certificates both sides need, [`daemon`] runs and watches the binary, and
-//! [`tempdir`] gives every test its own files. Not every test binary uses
-//! every helper, hence the `dead_code` allowance.
+//! certificates both sides need, [`daemon`] runs and watches the binary,
+//! [`jwt`] checks provider tokens as APNs would, and [`tempdir`] gives every
+//! test its own files. Not every test binary uses every helper, hence the
+//! `dead_code` allowance.
 
 #![allow(dead_code)]
 
 pub mod certs;
 pub mod daemon;
+pub mod jwt;
 pub mod mock_apns;
 pub mod plugin;
 pub mod tempdir;
