@@ -126,7 +126,7 @@ $t $bytes ${secs}s"
 	fi
 
 	if [ "${XAPSD_SMOKE:-1}" != 0 ]; then
-		say "smoke $t (qemu-user-static)"
+		say "smoke $t"
 		tally "smoke $t" python3 packaging/tests/smoke.py "$t" "$out/$t/xapsd"
 	fi
 	say "packages $t"
