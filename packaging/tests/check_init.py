@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,11 +34,14 @@ config xapsd 'main'
 	option db '/mnt/usb/xapsd/xapsd.redb'
 	option cert_file '/etc/xapsd/push "2024".pem'
 	option key_file '/etc/xapsd/push\key.pem'
+	option p12_password_file '/etc/xapsd/push.pass'
 	option apns_endpoint 'sandbox'
 	option apns_ca_file '/etc/ssl/apple.pem'
 	option delay_secs '10'
 	option expire_days '60'
 	option log_level 'debug'
+	option legacy_socket '/var/run/dovecot/xapsd.sock'
+	option legacy_socket_mode '0660'
 """
 
 SAMPLE_JSON = """{
@@ -45,11 +49,14 @@ SAMPLE_JSON = """{
 	"db": "/mnt/usb/xapsd/xapsd.redb",
 	"cert_file": "/etc/xapsd/push \\"2024\\".pem",
 	"key_file": "/etc/xapsd/push\\\\key.pem",
+	"p12_password_file": "/etc/xapsd/push.pass",
 	"apns_endpoint": "sandbox",
 	"apns_ca_file": "/etc/ssl/apple.pem",
 	"delay_secs": 10,
 	"expire_days": 60,
-	"log_level": "debug"
+	"log_level": "debug",
+	"legacy_socket": "/var/run/dovecot/xapsd.sock",
+	"legacy_socket_mode": "0660"
 }
 """
 
@@ -78,11 +85,14 @@ listen="0.0.0.0:11619 [::]:11619"
 db="/srv/xapsd/xapsd.redb"
 cert_file="/etc/xapsd/push.pem"
 key_file="/etc/xapsd/push.key"
+p12_password_file="/etc/xapsd/push.pass"
 apns_endpoint="sandbox"
 apns_ca_file="/etc/ssl/apple.pem"
 delay_secs="10"
 expire_days="60"
 log_level="debug"
+legacy_socket="/var/run/dovecot/xapsd.sock"
+legacy_socket_mode="0660"
 """
 
 SAMPLE_CONFD_JSON = """{
@@ -90,11 +100,14 @@ SAMPLE_CONFD_JSON = """{
 	"db": "/srv/xapsd/xapsd.redb",
 	"cert_file": "/etc/xapsd/push.pem",
 	"key_file": "/etc/xapsd/push.key",
+	"p12_password_file": "/etc/xapsd/push.pass",
 	"apns_endpoint": "sandbox",
 	"apns_ca_file": "/etc/ssl/apple.pem",
 	"delay_secs": 10,
 	"expire_days": 60,
-	"log_level": "debug"
+	"log_level": "debug",
+	"legacy_socket": "/var/run/dovecot/xapsd.sock",
+	"legacy_socket_mode": "0660"
 }
 """
 
@@ -218,8 +231,33 @@ def check_openrc(c: Checks, label: str, confd: str | None, want_json: str, want_
         shutil.rmtree(root)
 
 
+def daemon_keys() -> list[str]:
+    """The config keys the daemon knows: the KEYS table in src/config.rs."""
+    text = (ROOT / "src/config.rs").read_text()
+    m = re.search(r"pub const KEYS: &\[\(&str, &str\)\] = &\[(.*?)\n\];", text, re.S)
+    return re.findall(r'^\s*\("(\w+)",', m.group(1), re.M) if m else []
+
+
+def check_every_key(c: Checks) -> None:
+    keys = daemon_keys()
+    if not c.check(len(keys) >= 9, "found the daemon's config keys (KEYS in src/config.rs)", keys):
+        return
+    procd = (ROOT / "openwrt/files/xapsd.init").read_text()
+    openrc = (ROOT / "init.d/xapsd").read_text()
+    uci = (ROOT / "openwrt/files/xapsd.config").read_text()
+    confd = (ROOT / "init.d/xapsd.confd").read_text()
+    table = re.compile(r"^\t(\w+):(?:str|int|bool|list)$", re.M)
+    c.equal(sorted(table.findall(procd)), sorted(keys), "procd option table has every daemon key")
+    c.equal(sorted(table.findall(openrc)), sorted(keys), "OpenRC option table has every daemon key")
+    c.equal([k for k in keys if not re.search(rf"^\t#?(option|list) {k} ", uci, re.M)], [],
+            "/etc/config/xapsd shows every daemon key")
+    c.equal([k for k in keys if not re.search(rf"^#?{k}=", confd, re.M)], [],
+            "/etc/conf.d/xapsd shows every daemon key")
+
+
 def main() -> int:
     c = Checks()
+    check_every_key(c)
     check_procd(c, "sample config", SAMPLE_UCI, SAMPLE_JSON, PROCD_CALLS, "/mnt/usb/xapsd")
     check_procd(c, "shipped config", (ROOT / "openwrt/files/xapsd.config").read_text(),
                 DEFAULT_JSON, PROCD_CALLS, "/etc/xapsd", ask_daemon=True)
