@@ -481,7 +481,7 @@ pub fn go_config(text: &str) -> Result<GoConfig, ImportError> {
     }
     if let Some(db) = get("databaseFile") {
         notes.push(format!(
-            "databaseFile: xapsd keeps its own store (`db`); import the registrations with `xapsd import-go {db}`"
+            "databaseFile: xapsd keeps its own store (`db`); import the registrations and the mail push certificate with `xapsd import-go {db}`"
         ));
     }
     for key in ["tlsCertfile", "tlsKeyfile", "tlsListenAddr", "tlsPort"] {
@@ -499,7 +499,7 @@ pub fn go_config(text: &str) -> Result<GoConfig, ImportError> {
     for key in ["appleId", "appleIdHashedPassword"] {
         if get(key).is_some() {
             notes.push(format!(
-                "{key}: Apple's XServer certificate service is gone (2024); use a certificate file instead"
+                "{key}: Apple's XServer certificate service is gone (2024); `xapsd import-go` writes the certificate the Go daemon got as files for cert_file/key_file"
             ));
         }
     }
