@@ -294,6 +294,44 @@ fn go_certificates_become_pem_files_the_daemon_pushes_with() {
 }
 
 #[test]
+fn an_expired_go_certificate_is_written_with_a_warning() {
+    let ca = TestCa::new();
+    let dir = TempDir::new("import-expired");
+    let (text, mail_der) = go_database_with_certs(&ca, &go_key());
+    let key = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(
+        support::certs::RSA_KEY_PKCS8_PEM,
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .unwrap();
+    let year = std::time::Duration::from_secs(365 * 86_400);
+    let expired = ca.push_cert_with_key(
+        support::certs::PushCertSpec {
+            not_before: Some(std::time::SystemTime::now() - 2 * year),
+            not_after: Some(std::time::SystemTime::now() - year),
+            ..support::certs::PushCertSpec::new(TEST_TOPIC)
+        },
+        key,
+    );
+    let file = dir.write(
+        "database.json",
+        text.replace(&b64(&mail_der), &b64(&expired.cert_der)),
+    );
+    let db = dir.join("xapsd.redb");
+    let (code, out, err) = xapsd(&[
+        "import-go",
+        "--db",
+        db.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("; written in "), "{out}");
+    assert!(
+        err.contains("warning: the push certificate expired on "),
+        "{err}"
+    );
+}
+
+#[test]
 fn go_config_becomes_an_xapsd_config() {
     let dir = TempDir::new("import-config");
     let yaml = dir.join("xapsd.yaml");
