@@ -238,13 +238,105 @@ config_command!(
 config_command!(
     ImportGoArgs,
     "import-go",
-    "Import the Go daemon's database.json into the store (daemon stopped): all or nothing, repeatable.",
+    "Import the Go daemon's database.json (daemon stopped): registrations into the store, all or nothing, and its mail push certificate as PEM files; repeatable.",
     {
         /// the Go daemon's database.json
         #[argh(positional)]
         file: PathBuf,
+        /// where to write the mail push certificate and key PEM files (default: the store's directory)
+        #[argh(option)]
+        out_dir: Option<PathBuf>,
+        /// import the registrations only, not the file's AppleCerts
+        #[argh(switch)]
+        skip_certs: bool,
     }
 );
+
+/// File names of the imported mail push certificate and its key.
+const GO_CERT_FILE: &str = "go-mail-push.crt.pem";
+const GO_KEY_FILE: &str = "go-mail-push.key.pem";
+
+/// The Go daemon's mail certificate, ready to be placed after the
+/// registrations are stored.
+struct CertFiles {
+    cert: crate::import::GoCertificate,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    cert_pem: String,
+    key_pem: String,
+    /// Both files already hold exactly this.
+    unchanged: bool,
+}
+
+impl CertFiles {
+    /// Where the files go, and whether they can: refuses existing files
+    /// with other contents before anything is changed.
+    fn plan(
+        cert: crate::import::GoCertificate,
+        dir: &Path,
+    ) -> Result<CertFiles, crate::files::PlaceError> {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        let (cert_pem, key_pem) = (cert.cert_pem(), cert.key_pem());
+        let (cert_path, key_path) = (dir.join(GO_CERT_FILE), dir.join(GO_KEY_FILE));
+        let found = [
+            crate::files::check(&cert_path, cert_pem.as_bytes())?,
+            crate::files::check(&key_path, key_pem.as_bytes())?,
+        ];
+        Ok(CertFiles {
+            cert,
+            unchanged: found == [crate::files::Found::Same; 2],
+            cert_path,
+            key_path,
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    /// Writes the files (key 0600), then loads them the way the daemon
+    /// will. Prints the config lines, never the key.
+    fn place(&self) -> Result<(), String> {
+        use crate::files::place;
+        use crate::identity::PushIdentity;
+        place(&self.cert_path, self.cert_pem.as_bytes(), 0o644).map_err(|e| e.to_string())?;
+        place(&self.key_path, self.key_pem.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        let identity = crate::identity::pem::PemIdentity::load(&self.cert_path, &self.key_path)
+            .map_err(|e| e.to_string())?;
+        let facts = &self.cert.facts;
+        if identity.topic() != facts.topic {
+            return Err(format!(
+                "{} reads back with topic {}, not {}",
+                self.cert_path.display(),
+                identity.topic(),
+                facts.topic
+            ));
+        }
+        println!(
+            "mail push certificate ({}): topic {}, valid until {}; {} in {}",
+            self.cert.at,
+            facts.topic,
+            crate::clock::format_utc_minute(facts.not_after),
+            if self.unchanged {
+                "unchanged"
+            } else {
+                "written"
+            },
+            self.cert_path.parent().unwrap_or(Path::new("/")).display()
+        );
+        println!("push with it: put these two lines in the xapsd config:");
+        let json =
+            |p: &Path| miniserde::json::to_string(&Value::String(p.to_string_lossy().into_owned()));
+        println!("  \"cert_file\": {},", json(&self.cert_path));
+        println!("  \"key_file\": {}", json(&self.key_path));
+        let now = crate::clock::unix_now() as i64;
+        for finding in crate::identity::assess(&identity, now) {
+            match finding {
+                crate::identity::Finding::Warning(w) => eprintln!("xapsd: warning: {w}"),
+                crate::identity::Finding::Unusable(u) => eprintln!("xapsd: warning: {u}"),
+            }
+        }
+        Ok(())
+    }
+}
 
 #[derive(FromArgs, Debug)]
 /// Print the xapsd JSON config equivalent to the Go daemon's xapsd.yaml.
@@ -255,8 +347,10 @@ pub struct ImportGoConfigArgs {
     file: PathBuf,
 }
 
-/// `xapsd import-go`: validates the whole file, then stores it in one
-/// transaction. Needs the store to itself.
+/// `xapsd import-go`: validates the whole file (registrations, mail
+/// certificate and key) and checks the certificate files can be written,
+/// then stores the registrations in one transaction and only then writes
+/// the certificate files. Needs the store to itself.
 fn import_go(args: &ImportGoArgs) -> i32 {
     let mut config = match args.load() {
         Ok(c) => c,
@@ -270,18 +364,38 @@ fn import_go(args: &ImportGoArgs) -> i32 {
         }
     };
     let limits = crate::limits::Limits::default();
-    let go = match crate::import::go_database(&text, &limits) {
+    let mut go = match crate::import::go_database(&text, &limits) {
         Ok(go) => go,
         Err(e) => {
             eprintln!("xapsd: {}: {e}; nothing imported", args.file.display());
             return 1;
         }
     };
-    if go.apple_certs {
-        eprintln!("xapsd: note: the file's AppleCerts (certificates from Apple) are not imported by this build");
-    }
     config.resolve_db();
     let path = config.db.clone().unwrap_or_default();
+    let certs = match go.mail_cert.take() {
+        Some(_) if args.skip_certs => {
+            println!("AppleCerts: skipped (--skip-certs)");
+            None
+        }
+        Some(cert) => {
+            let dir = match &args.out_dir {
+                Some(dir) => dir.clone(),
+                None => match path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                    _ => PathBuf::from("."),
+                },
+            };
+            match CertFiles::plan(cert, &dir) {
+                Ok(files) => Some(files),
+                Err(e) => {
+                    eprintln!("xapsd: mail push certificate: {e}; nothing imported");
+                    return 1;
+                }
+            }
+        }
+        None => None,
+    };
     let store = match Store::open(&path, admin_store_limits()) {
         Ok(s) => s,
         Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => {
@@ -348,7 +462,15 @@ fn import_go(args: &ImportGoArgs) -> i32 {
                 "imported {count} device(s) of {users} user(s) into {}: {new} new, {updated} updated, {unchanged} unchanged",
                 path.display()
             );
-            0
+            match certs.map(|c| c.place()) {
+                Some(Err(e)) => {
+                    eprintln!(
+                        "xapsd: registrations imported, but not the mail push certificate: {e}"
+                    );
+                    1
+                }
+                Some(Ok(())) | None => 0,
+            }
         }
         Err(e) => {
             eprintln!("xapsd: import failed, nothing stored: {e}");

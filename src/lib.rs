@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod files;
 pub mod identity;
 pub mod import;
 pub mod limits;
