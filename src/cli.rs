@@ -41,7 +41,8 @@ pub const EXIT_CONFIG: i32 = 78;
   legacy_socket_mode
                  permissions of the legacy socket, octal (default 0660)
   legacy_socket_group
-                 group owning the legacy socket, e.g. dovecot (default the daemon's group)"
+                 group owning the legacy socket, e.g. dovecot (default the daemon's group)
+  plugin_auth    user:password the plugin must send as HTTP Basic auth, or @/path/to/file holding that line (default none: no auth)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -141,6 +142,9 @@ macro_rules! config_command {
             /// group owning the legacy socket (default the daemon's group)
             #[argh(option)]
             legacy_socket_group: Option<String>,
+            /// user:password the plugin must send as HTTP Basic auth, or @/path/to/file (default none: no auth)
+            #[argh(option)]
+            plugin_auth: Option<String>,
         }
 
         impl $name {
@@ -174,6 +178,7 @@ macro_rules! config_command {
                     ("legacy_socket", s(&self.legacy_socket)),
                     ("legacy_socket_mode", s(&self.legacy_socket_mode)),
                     ("legacy_socket_group", s(&self.legacy_socket_group)),
+                    ("plugin_auth", s(&self.plugin_auth)),
                 ];
                 for (key, value) in flags {
                     if let Some(value) = value {
@@ -398,7 +403,19 @@ fn admin_command(
         Ok(c) => c,
         Err(e) => return config_failure(file, &e),
     };
-    match admin::call(&config.listen, &request) {
+    let authorization = match config
+        .plugin_auth
+        .as_ref()
+        .map(crate::auth::authorization_header)
+    {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(e)) => {
+            eprintln!("xapsd: plugin_auth: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    match admin::call(&config.listen, &request, authorization.as_deref()) {
         Ok(answer) if answer.status == 200 => {
             print!("{}", answer.text);
             return 0;

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use log::LevelFilter;
 use miniserde::json::{Number, Value};
 
+use crate::auth::AuthSetting;
+
 /// Port the Dovecot plugin's default URL (`http://localhost:11619`) uses.
 pub const DEFAULT_PORT: u16 = 11619;
 /// Where packages put the store; used when the directory is writable.
@@ -38,6 +40,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("legacy_socket", "Unix socket for the pre-2021 line-protocol plugin, e.g. /var/run/dovecot/xapsd.sock (default none: off)"),
     ("legacy_socket_mode", "permissions of the legacy socket, octal (default 0660)"),
     ("legacy_socket_group", "group owning the legacy socket, e.g. dovecot (default the daemon's group)"),
+    ("plugin_auth", "user:password the plugin must send as HTTP Basic auth, or @/path/to/file holding that line (default none: no auth)"),
 ];
 
 /// Which APNs server pushes go to.
@@ -102,6 +105,7 @@ pub struct Config {
     /// Permission bits, at most 0o777.
     pub legacy_socket_mode: u32,
     pub legacy_socket_group: Option<String>,
+    pub plugin_auth: Option<AuthSetting>,
 }
 
 impl Default for Config {
@@ -128,6 +132,7 @@ impl Default for Config {
             legacy_socket: None,
             legacy_socket_mode: 0o660,
             legacy_socket_group: None,
+            plugin_auth: None,
         }
     }
 }
@@ -255,6 +260,15 @@ impl Config {
                     });
                 }
                 self.legacy_socket_group = Some(group.to_owned());
+            }
+            "plugin_auth" => {
+                let setting = AuthSetting::parse(string("plugin_auth", value)?).map_err(|e| {
+                    ConfigError::Invalid {
+                        key: "plugin_auth",
+                        reason: e.to_string(),
+                    }
+                })?;
+                self.plugin_auth = Some(setting);
             }
             other => {
                 return Err(ConfigError::UnknownKey {
@@ -605,6 +619,10 @@ mod tests {
             (
                 r#"{"p12_file":"b.p12","p8_file":"k.p8","key_id":"A","team_id":"B","topic":"t"}"#,
                 "config key `p8_file`: cannot be combined with p12_file",
+            ),
+            (
+                r#"{"plugin_auth":"nocolon"}"#,
+                "config key `plugin_auth`: the inline value is not user:password",
             ),
             (r#"[1]"#, "must hold one JSON object"),
             (r#"{"listen":"#, "is not valid JSON"),

@@ -19,6 +19,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::apns::connection::root_store;
 use crate::apns::ApnsClient;
+use crate::auth::{AuthError, AuthSetting, PluginAuth};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::identity::pem::PemIdentity;
@@ -45,6 +46,7 @@ pub enum DaemonError {
     CaFile(PathBuf, String),
     Signals(std::io::Error),
     LegacySocket(SocketError),
+    PluginAuth(AuthError),
 }
 
 impl fmt::Display for DaemonError {
@@ -57,6 +59,7 @@ impl fmt::Display for DaemonError {
             DaemonError::CaFile(path, e) => write!(f, "apns_ca_file {}: {e}", path.display()),
             DaemonError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             DaemonError::LegacySocket(e) => write!(f, "legacy_socket: {e}"),
+            DaemonError::PluginAuth(e) => write!(f, "plugin_auth: {e}"),
         }
     }
 }
@@ -164,6 +167,16 @@ pub fn check_config(mut config: Config) -> i32 {
         ),
         None => println!("legacy_socket: off"),
     }
+    match &config.plugin_auth {
+        Some(setting) => match PluginAuth::load(setting) {
+            Ok(_) => println!("plugin_auth: HTTP Basic, {}", describe_auth(setting)),
+            Err(e) => {
+                println!("plugin_auth: UNUSABLE: {e}");
+                return 1;
+            }
+        },
+        None => println!("plugin_auth: off (no credentials needed)"),
+    }
     println!(
         "delay_secs: {}, expire_days: {}",
         config.delay_secs, config.expire_days
@@ -193,6 +206,26 @@ pub fn check_config(mut config: Config) -> i32 {
             println!("push identity: UNUSABLE: {e}");
             1
         }
+    }
+}
+
+/// Reads `plugin_auth` (once, at start) and says what it guards.
+fn load_auth(config: &Config) -> Result<Option<PluginAuth>, DaemonError> {
+    let Some(setting) = &config.plugin_auth else {
+        return Ok(None);
+    };
+    let auth = PluginAuth::load(setting).map_err(DaemonError::PluginAuth)?;
+    log::info!(
+        "plugin requests need HTTP Basic credentials ({})",
+        describe_auth(setting)
+    );
+    Ok(Some(auth))
+}
+
+fn describe_auth(setting: &AuthSetting) -> String {
+    match setting {
+        AuthSetting::Inline(_) => "from the config".into(),
+        AuthSetting::File(path) => format!("from {}", path.display()),
     }
 }
 
@@ -253,6 +286,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     }
     let slot = IdentitySlot::new(identity);
     let anchors = extra_anchors(&config)?;
+    let auth = load_auth(&config)?;
 
     let store = Store::open(&db_path, store_limits(&limits))
         .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
@@ -337,6 +371,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         stats: http_stats,
         executor: Arc::clone(&executor),
         report,
+        auth,
     });
     let legacy = Arc::new(LegacyFrontEnd {
         service,

@@ -106,3 +106,6 @@ pub const PROVIDER_TOKEN_MIN_INTERVAL: Duration = Duration::from_secs(20 * 60);
 
 /// The startup report warns when a certificate has fewer days left.
 pub const CERT_WARN_DAYS: i64 = 30;
+
+/// Largest file read for a secret (`plugin_auth = "@/path"`): one short line.
+pub const MAX_SECRET_FILE: usize = 4096;

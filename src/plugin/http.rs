@@ -17,6 +17,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::{json, FrontEndStats};
 use crate::admin;
+use crate::auth::{self, PluginAuth, Verdict};
 use crate::clock::within;
 use crate::limits::Limits;
 use crate::service::{NotifyOutcome, Service, ServiceError};
@@ -29,6 +30,8 @@ pub struct HttpFrontEnd {
     pub executor: Arc<Executor<'static>>,
     /// What `GET /health` and `GET /metrics` read.
     pub report: Arc<crate::metrics::Sources>,
+    /// Credentials every request must carry (see [`auth::open_path`]).
+    pub auth: Option<PluginAuth>,
 }
 
 impl HttpFrontEnd {
@@ -167,6 +170,15 @@ impl HttpFrontEnd {
 
     async fn route(&self, head: &Head, body: &[u8], peer: SocketAddr) -> Reply {
         let path = head.path.split('?').next().unwrap_or_default();
+        if let Some(auth) = &self.auth {
+            if !auth::open_path(path, admin::peer_allowed(&peer)) {
+                let verdict = auth.verify(head.authorization.as_deref());
+                if verdict != Verdict::Accepted {
+                    let reason = format!("{} {path}: {}", head.method, verdict.reason());
+                    return Reply::error(401, &reason).with_challenge();
+                }
+            }
+        }
         match (path, head.method.as_str()) {
             ("/register", "POST") => match json::register(body) {
                 Ok(request) => match self.service.register(request).await {
@@ -350,6 +362,8 @@ struct Head {
     keep_alive: bool,
     /// The request carries [`admin::ADMIN_HEADER`].
     admin_header: bool,
+    /// The `Authorization` value; only compared, never logged.
+    authorization: Option<Vec<u8>>,
 }
 
 impl Head {
@@ -390,6 +404,7 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
         chunked: false,
         keep_alive: version >= 1,
         admin_header: false,
+        authorization: None,
     };
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
@@ -401,6 +416,11 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
                 return Err(Reply::error(400, "conflicting Content-Length headers"));
             }
             head.content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            if head.authorization.is_some() {
+                return Err(Reply::error(400, "more than one Authorization header"));
+            }
+            head.authorization = Some(h.value.to_vec());
         } else if h.name.eq_ignore_ascii_case(admin::ADMIN_HEADER) {
             head.admin_header = true;
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -428,6 +448,8 @@ struct Reply {
     reason: Option<String>,
     allow: Option<&'static str>,
     content_type: &'static str,
+    /// Send `WWW-Authenticate: Basic realm="xapsd"` (with 401).
+    challenge: bool,
 }
 
 impl Reply {
@@ -438,6 +460,7 @@ impl Reply {
             reason: None,
             allow: None,
             content_type: PLAIN,
+            challenge: false,
         }
     }
 
@@ -461,6 +484,7 @@ impl Reply {
             reason: None,
             allow: None,
             content_type: PLAIN,
+            challenge: false,
         }
     }
 
@@ -471,7 +495,13 @@ impl Reply {
             reason: Some(reason.to_owned()),
             allow: None,
             content_type: PLAIN,
+            challenge: false,
         }
+    }
+
+    fn with_challenge(mut self) -> Reply {
+        self.challenge = true;
+        self
     }
 
     fn with_allow(mut self, methods: &'static str) -> Reply {
@@ -484,6 +514,7 @@ impl Reply {
             200 => "OK",
             204 => "No Content",
             400 => "Bad Request",
+            401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
@@ -501,6 +532,9 @@ impl Reply {
         }
         if let Some(methods) = self.allow {
             out.push_str(&format!("Allow: {methods}\r\n"));
+        }
+        if self.challenge {
+            out.push_str("WWW-Authenticate: Basic realm=\"xapsd\"\r\n");
         }
         if close {
             out.push_str("Connection: close\r\n");
@@ -582,6 +616,10 @@ mod tests {
     fn encodes_replies() {
         let r = Reply::ok("topic".into()).encode(false);
         assert_eq!(r, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\ntopic");
+        let r = Reply::error(401, "no").with_challenge().encode(false);
+        assert!(r.starts_with(b"HTTP/1.1 401 Unauthorized\r\n"));
+        let challenge = b"\r\nWWW-Authenticate: Basic realm=\"xapsd\"\r\n";
+        assert!(r.windows(challenge.len()).any(|w| w == challenge));
         let r = Reply::status(204).encode(true);
         assert_eq!(r, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
     }

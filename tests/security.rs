@@ -1,0 +1,166 @@
+//! Security features through the real binary: plugin authentication with
+//! HTTP Basic credentials (the plugin's own captures).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use support::certs::{TestCa, TEST_TOPIC};
+use support::daemon::{json_string, Daemon, DaemonConfig};
+use support::mock_apns::MockApns;
+use support::plugin::PluginClient;
+use support::TIMEOUT;
+
+/// The credentials in the `basic-auth/` captures' Authorization header.
+const USER: &str = "xapsd";
+const PASSWORD: &str = "s3cret";
+/// That header's base64, which must never appear in a log either.
+const ENCODED: &str = "eGFwc2Q6czNjcmV0";
+
+const REGISTER: &str = r#"{"ApsAccountId":"A","ApsDeviceToken":"2918390218931890821908309283098109381029309829018310983092892829","ApsSubtopic":"com.apple.mobilemail","Username":"carol","Mailboxes":["INBOX"]}"#;
+
+fn private_file(path: &Path, contents: &str) {
+    std::fs::write(path, contents).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn assert_no_secret_logged(daemon: &Daemon) {
+    let log = daemon.log_text();
+    assert!(
+        !log.contains(PASSWORD) && !log.contains(ENCODED),
+        "credentials in the log:\n{log}"
+    );
+}
+
+#[test]
+fn basic_auth_captures_pass_and_everything_else_gets_401() {
+    let ca = TestCa::new();
+    let mock = MockApns::start(&ca);
+    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    let daemon = Daemon::start(
+        DaemonConfig::new()
+            .apns(&mock, &push)
+            .num("delay_secs", 1)
+            .str("plugin_auth", &format!("{USER}:{PASSWORD}")),
+    );
+
+    // One keep-alive connection: a refusal must not cost the connection.
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    let r = plugin.replay_fixture("01-register.http").unwrap();
+    assert_eq!(r.status, 401, "{}", r.body_str());
+    assert_eq!(r.header("www-authenticate"), Some(r#"Basic realm="xapsd""#));
+    assert!(!r.closes_connection());
+    daemon.wait_log("refused (401): POST /register: no credentials", TIMEOUT);
+
+    for fixture in [
+        "01-register.http",
+        "02-register.http",
+        "03-notify.http",
+        "04-notify.http",
+    ] {
+        let r = plugin
+            .replay_fixture(format!("basic-auth/{fixture}"))
+            .unwrap();
+        assert_eq!(r.status, 200, "{fixture}: {}", r.body_str());
+    }
+    mock.wait_for_requests(2, TIMEOUT);
+
+    // Plain captures, a wrong password, another user, another scheme.
+    let plain = plugin.replay_fixture("03-notify.http").unwrap();
+    assert_eq!(plain.status, 401);
+    for (user, password) in [(USER, "s3cret "), (USER, "S3cret"), ("xaps", PASSWORD)] {
+        let mut wrong = PluginClient::connect(daemon.addr())
+            .unwrap()
+            .with_basic_auth(user, password);
+        let r = wrong.post("/register", REGISTER).unwrap();
+        assert_eq!(r.status, 401, "{user}:{password}");
+        assert_eq!(r.header("www-authenticate"), Some(r#"Basic realm="xapsd""#));
+    }
+    daemon.wait_log("wrong user or password", TIMEOUT);
+    let bearer = plugin
+        .raw(b"POST /notify HTTP/1.1\r\nAuthorization: Bearer abc\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    assert_eq!(bearer.status, 401);
+
+    // Operator endpoints need the credentials too; status stays open on loopback.
+    let admin = plugin
+        .raw(b"POST /admin/devices HTTP/1.1\r\nx-xapsd-admin: 1\r\nContent-Length: 2\r\n\r\n{}")
+        .unwrap();
+    assert_eq!(admin.status, 401);
+    let health = plugin
+        .raw(b"GET /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    assert_eq!(health.status, 200, "{}", health.body_str());
+
+    // Still serving, with the right credentials built by the client.
+    let mut good = PluginClient::connect(daemon.addr())
+        .unwrap()
+        .with_basic_auth(USER, PASSWORD);
+    assert_eq!(good.post("/register", REGISTER).unwrap().status, 200);
+    assert_no_secret_logged(&daemon);
+}
+
+#[test]
+fn credentials_from_a_file_and_the_operator_commands_send_them() {
+    let ca = TestCa::new();
+    let mock = MockApns::start(&ca);
+    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    let dir = support::tempdir::TempDir::new("auth-file");
+    let secret = dir.join("plugin-auth");
+    private_file(&secret, &format!("{USER}:{PASSWORD}\n"));
+    let auth = format!("@{}", secret.display());
+    let daemon = Daemon::start(
+        DaemonConfig::new()
+            .apns(&mock, &push)
+            .str("plugin_auth", &auth),
+    );
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    let r = plugin
+        .replay_fixture("basic-auth/01-register.http")
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(
+        plugin.replay_fixture("02-register.http").unwrap().status,
+        401
+    );
+
+    // `xapsd devices` reads the same setting and authenticates.
+    let config = dir.join("cli.json");
+    let text = format!(
+        "{{\"listen\": [{}], \"db\": {}, \"plugin_auth\": {}}}",
+        json_string(&daemon.addr().to_string()),
+        json_string(daemon.db_path().to_str().unwrap()),
+        json_string(&auth)
+    );
+    private_file(&config, &text);
+    let out = Command::new(env!("CARGO_BIN_EXE_xapsd"))
+        .args(["devices", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("alice"), "{stdout}");
+    assert_no_secret_logged(&daemon);
+}
+
+#[test]
+fn unusable_credentials_stop_the_daemon_at_start() {
+    let dir = support::tempdir::TempDir::new("auth-bad");
+    let missing = dir.join("absent");
+    let mut daemon =
+        Daemon::spawn(DaemonConfig::new().str("plugin_auth", &format!("@{}", missing.display())));
+    assert!(!daemon.wait_exit(TIMEOUT).success());
+    daemon.wait_log("plugin_auth: cannot read", TIMEOUT);
+
+    let mut daemon = Daemon::spawn(DaemonConfig::new().str("plugin_auth", "no-colon-secret"));
+    assert!(!daemon.wait_exit(TIMEOUT).success());
+    let log = daemon.log_text();
+    assert!(log.contains("config key `plugin_auth`"), "{log}");
+    assert!(!log.contains("no-colon-secret"), "{log}");
+}
