@@ -42,7 +42,10 @@ pub const EXIT_CONFIG: i32 = 78;
                  permissions of the legacy socket, octal (default 0660)
   legacy_socket_group
                  group owning the legacy socket, e.g. dovecot (default the daemon's group)
-  plugin_auth    user:password the plugin must send as HTTP Basic auth, or @/path/to/file holding that line (default none: no auth)"
+  plugin_auth    user:password the plugin must send as HTTP Basic auth, or @/path/to/file holding that line (default none: no auth)
+  daemon_user    account to switch to after start when started as root (default xapsd)
+  daemon_group   group to switch to after start when started as root (default: the user's primary group)
+  allow_root     true: keep running as root instead of switching to daemon_user (default false)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -145,6 +148,15 @@ macro_rules! config_command {
             /// user:password the plugin must send as HTTP Basic auth, or @/path/to/file (default none: no auth)
             #[argh(option)]
             plugin_auth: Option<String>,
+            /// account to switch to after start when started as root (default xapsd)
+            #[argh(option)]
+            daemon_user: Option<String>,
+            /// group to switch to when started as root (default: the user's primary group)
+            #[argh(option)]
+            daemon_group: Option<String>,
+            /// keep running as root instead of switching to --daemon-user (default false)
+            #[argh(switch)]
+            allow_root: bool,
         }
 
         impl $name {
@@ -179,6 +191,9 @@ macro_rules! config_command {
                     ("legacy_socket_mode", s(&self.legacy_socket_mode)),
                     ("legacy_socket_group", s(&self.legacy_socket_group)),
                     ("plugin_auth", s(&self.plugin_auth)),
+                    ("daemon_user", s(&self.daemon_user)),
+                    ("daemon_group", s(&self.daemon_group)),
+                    ("allow_root", self.allow_root.then_some(Value::Bool(true))),
                 ];
                 for (key, value) in flags {
                     if let Some(value) = value {

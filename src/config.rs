@@ -18,6 +18,8 @@ use crate::auth::AuthSetting;
 pub const DEFAULT_PORT: u16 = 11619;
 /// Where packages put the store; used when the directory is writable.
 pub const SYSTEM_DB: &str = "/var/lib/xapsd/xapsd.redb";
+/// The account a daemon started as root switches to.
+pub const DEFAULT_USER: &str = "xapsd";
 
 /// The keys the daemon understands, with the text `--help` shows.
 /// `cli.rs` checks in a test that each one has a flag and appears in help.
@@ -41,6 +43,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("legacy_socket_mode", "permissions of the legacy socket, octal (default 0660)"),
     ("legacy_socket_group", "group owning the legacy socket, e.g. dovecot (default the daemon's group)"),
     ("plugin_auth", "user:password the plugin must send as HTTP Basic auth, or @/path/to/file holding that line (default none: no auth)"),
+    ("daemon_user", "account to switch to after start when started as root (default xapsd)"),
+    ("daemon_group", "group to switch to after start when started as root (default: the user's primary group)"),
+    ("allow_root", "true: keep running as root instead of switching to daemon_user (default false)"),
 ];
 
 /// Which APNs server pushes go to.
@@ -106,6 +111,9 @@ pub struct Config {
     pub legacy_socket_mode: u32,
     pub legacy_socket_group: Option<String>,
     pub plugin_auth: Option<AuthSetting>,
+    pub daemon_user: String,
+    pub daemon_group: Option<String>,
+    pub allow_root: bool,
 }
 
 impl Default for Config {
@@ -133,6 +141,9 @@ impl Default for Config {
             legacy_socket_mode: 0o660,
             legacy_socket_group: None,
             plugin_auth: None,
+            daemon_user: DEFAULT_USER.to_owned(),
+            daemon_group: None,
+            allow_root: false,
         }
     }
 }
@@ -270,6 +281,17 @@ impl Config {
                 })?;
                 self.plugin_auth = Some(setting);
             }
+            "daemon_user" => self.daemon_user = account_name("daemon_user", value)?,
+            "daemon_group" => self.daemon_group = Some(account_name("daemon_group", value)?),
+            "allow_root" => match value {
+                Value::Bool(b) => self.allow_root = *b,
+                _ => {
+                    return Err(ConfigError::WrongType {
+                        key: "allow_root",
+                        expected: "true or false",
+                    })
+                }
+            },
             other => {
                 return Err(ConfigError::UnknownKey {
                     key: other.to_owned(),
@@ -366,6 +388,25 @@ fn string<'v>(key: &'static str, value: &'v Value) -> Result<&'v str, ConfigErro
             expected: "a string",
         }),
     }
+}
+
+/// A user or group name: what `adduser` accepts, nothing that could be
+/// mistaken for a number or an option.
+fn account_name(key: &'static str, value: &Value) -> Result<String, ConfigError> {
+    let s = string(key, value)?;
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && !s.bytes().all(|b| b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("`{s}` is not a user or group name"),
+        });
+    }
+    Ok(s.to_owned())
 }
 
 fn apple_field(key: &'static str, value: &Value) -> Result<String, ConfigError> {
@@ -619,6 +660,18 @@ mod tests {
             (
                 r#"{"p12_file":"b.p12","p8_file":"k.p8","key_id":"A","team_id":"B","topic":"t"}"#,
                 "config key `p8_file`: cannot be combined with p12_file",
+            ),
+            (
+                r#"{"daemon_user":"0"}"#,
+                "config key `daemon_user`: `0` is not a user",
+            ),
+            (
+                r#"{"daemon_group":"a b"}"#,
+                "config key `daemon_group`: `a b` is not",
+            ),
+            (
+                r#"{"allow_root":"yes"}"#,
+                "config key `allow_root` must be true or false",
             ),
             (
                 r#"{"plugin_auth":"nocolon"}"#,

@@ -30,6 +30,7 @@ use crate::metrics::Sources;
 use crate::plugin::http::HttpFrontEnd;
 use crate::plugin::legacy::{self, LegacyFrontEnd, SocketError};
 use crate::plugin::FrontEndStats;
+use crate::privileges::{self, Plan, PrivilegeError, Target};
 use crate::service::Service;
 use crate::store::{Store, StoreError, StoreLimits};
 
@@ -47,6 +48,7 @@ pub enum DaemonError {
     Signals(std::io::Error),
     LegacySocket(SocketError),
     PluginAuth(AuthError),
+    Privileges(PrivilegeError),
 }
 
 impl fmt::Display for DaemonError {
@@ -60,6 +62,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             DaemonError::LegacySocket(e) => write!(f, "legacy_socket: {e}"),
             DaemonError::PluginAuth(e) => write!(f, "plugin_auth: {e}"),
+            DaemonError::Privileges(e) => f.write_str(&e.to_string()),
         }
     }
 }
@@ -177,6 +180,16 @@ pub fn check_config(mut config: Config) -> i32 {
         },
         None => println!("plugin_auth: off (no credentials needed)"),
     }
+    // Depends on who starts the daemon, not on the config alone: reported
+    // for this user, and no reason to fail the check.
+    match privilege_plan(&config) {
+        Ok(Plan::NotRoot) => println!("privileges: not root, nothing to drop"),
+        Ok(Plan::StayRoot) => println!("privileges: stays root (allow_root)"),
+        Ok(Plan::Drop { user, uid, gid }) => {
+            println!("privileges: switches to {user} (uid {uid}, gid {gid}) after start")
+        }
+        Err(e) => println!("warning: run as root, the daemon would stop: {e}"),
+    }
     println!(
         "delay_secs: {}, expire_days: {}",
         config.delay_secs, config.expire_days
@@ -269,9 +282,62 @@ fn extra_anchors(config: &Config) -> Result<Vec<CertificateDer<'static>>, Daemon
     Ok(certs)
 }
 
+/// What to do about root, from the config and who we are.
+fn privilege_plan(config: &Config) -> Result<Plan, PrivilegeError> {
+    let target = Target {
+        user: config.daemon_user.clone(),
+        group: config.daemon_group.clone(),
+    };
+    privileges::decide(
+        nix::unistd::geteuid(),
+        &target,
+        config.allow_root,
+        privileges::resolve,
+    )
+}
+
+/// Hands what the daemon must still write to the account, then switches.
+fn drop_privileges(
+    plan: &Plan,
+    config: &Config,
+    db_path: &std::path::Path,
+    created_db_dir: bool,
+) -> Result<(), PrivilegeError> {
+    match plan {
+        Plan::NotRoot => log::debug!("not started as root: no privileges to drop"),
+        Plan::StayRoot => log::warn!("running as root: allow_root is set"),
+        Plan::Drop { user, uid, gid } => {
+            privileges::give(db_path, *uid, *gid)?;
+            if created_db_dir {
+                if let Some(dir) = db_path.parent() {
+                    privileges::give(dir, *uid, *gid)?;
+                }
+            }
+            if let Some(socket) = &config.legacy_socket {
+                // The configured socket group stays; otherwise "the daemon's
+                // group" is the one it runs as from now on.
+                let group = config.legacy_socket_group.is_none().then_some(*gid);
+                nix::unistd::chown(socket, Some(*uid), group).map_err(|source| {
+                    PrivilegeError::Chown {
+                        path: socket.clone(),
+                        source,
+                    }
+                })?;
+            }
+            privileges::drop_to(*uid, *gid)?;
+            log::info!("dropped root privileges: running as {user} (uid {uid}, gid {gid})");
+        }
+    }
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(mut config: Config) -> Result<(), DaemonError> {
+    // Whatever the daemon creates (store, its directory) is its own.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     log::info!("xapsd {} starting", env!("CARGO_PKG_VERSION"));
+    // Before anything else: a missing account must not cost a half start.
+    let plan = privilege_plan(&config).map_err(DaemonError::Privileges)?;
     let limits = Arc::new(Limits::default());
     let why = config.resolve_db();
     let db_path = config.db.clone().unwrap_or_default();
@@ -288,6 +354,9 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let anchors = extra_anchors(&config)?;
     let auth = load_auth(&config)?;
 
+    let created_db_dir = db_path
+        .parent()
+        .is_some_and(|d| !d.as_os_str().is_empty() && !d.exists());
     let store = Store::open(&db_path, store_limits(&limits))
         .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
     log::info!(
@@ -314,6 +383,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let listeners = bind_all(&config)?;
+    drop_privileges(&plan, &config, &db_path, created_db_dir).map_err(DaemonError::Privileges)?;
 
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(DaemonError::Signals)?;

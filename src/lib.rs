@@ -29,5 +29,6 @@ pub mod metrics;
 pub mod pass;
 pub mod plugin;
 pub mod privacy;
+pub mod privileges;
 pub mod service;
 pub mod store;

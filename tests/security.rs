@@ -1,5 +1,6 @@
 //! Security features through the real binary: plugin authentication with
-//! HTTP Basic credentials (the plugin's own captures).
+//! HTTP Basic credentials (the plugin's own captures), and privileges
+//! dropped after a start as root.
 
 mod support;
 
@@ -163,4 +164,112 @@ fn unusable_credentials_stop_the_daemon_at_start() {
     let log = daemon.log_text();
     assert!(log.contains("config key `plugin_auth`"), "{log}");
     assert!(!log.contains("no-colon-secret"), "{log}");
+}
+
+/// The uid/gid lines of /proc/PID/status: (real, effective, saved, fs).
+fn proc_ids(pid: u32, field: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    line[field.len()..]
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// The switch itself needs root and the Debian `nobody`/`nogroup` accounts.
+fn root_with_nobody() -> Option<(u32, u32)> {
+    use nix::unistd::{Group, User};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not running as root, so there are no privileges to drop");
+        return None;
+    }
+    let user = User::from_name("nobody").ok().flatten();
+    let group = Group::from_name("nogroup").ok().flatten();
+    match (user, group) {
+        (Some(u), Some(g)) => Some((u.uid.as_raw(), g.gid.as_raw())),
+        _ => {
+            eprintln!("SKIPPED: no nobody user or nogroup group on this system");
+            None
+        }
+    }
+}
+
+#[test]
+fn started_as_root_it_runs_as_the_configured_user_and_still_writes() {
+    use std::os::unix::fs::MetadataExt;
+    let Some((uid, gid)) = root_with_nobody() else {
+        return;
+    };
+    let dir = support::tempdir::TempDir::new("drop");
+    let db = dir.join("state/xapsd.redb");
+    let socket = dir.join("legacy.sock");
+    let mut daemon = Daemon::start(
+        DaemonConfig::new()
+            .without("allow_root")
+            .str("daemon_user", "nobody")
+            .str("daemon_group", "nogroup")
+            .path("db", &db)
+            .path("legacy_socket", &socket),
+    );
+    daemon.wait_log("dropped root privileges: running as nobody", TIMEOUT);
+    let pid = daemon.pid().unwrap();
+    assert_eq!(proc_ids(pid, "Uid:"), vec![uid; 4]);
+    assert_eq!(proc_ids(pid, "Gid:"), vec![gid; 4]);
+    assert_eq!(proc_ids(pid, "Groups:"), vec![gid]);
+
+    // What it created as root is now the user's, and private.
+    for (path, mode) in [(&db, 0o600), (&db.parent().unwrap().to_owned(), 0o700)] {
+        let meta = std::fs::metadata(path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{}", path.display());
+        assert_eq!(meta.mode() & 0o777, mode, "{}", path.display());
+    }
+    assert_eq!(std::fs::metadata(&socket).unwrap().uid(), uid);
+
+    // The store's writer works after the switch: a registration commits.
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    let r = plugin.replay_fixture("01-register.http").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    daemon.terminate();
+    assert!(daemon.wait_exit(TIMEOUT).success());
+    let out = Command::new(env!("CARGO_BIN_EXE_xapsd"))
+        .args([
+            "devices",
+            "--listen",
+            "127.0.0.1:1",
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice"));
+}
+
+#[test]
+fn started_as_root_without_the_user_it_refuses_to_start() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: not running as root, so the user is never looked up");
+        return;
+    }
+    let mut daemon = Daemon::spawn(
+        DaemonConfig::new()
+            .without("allow_root")
+            .str("daemon_user", "no-such-user-xapsd"),
+    );
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(1));
+    let log = daemon.log_text();
+    assert!(
+        log.contains("started as root, but user `no-such-user-xapsd` does not exist")
+            && log.contains("allow_root"),
+        "{log}"
+    );
+    assert!(!log.contains("listening on"), "{log}");
+    assert!(!daemon.db_path().exists(), "decided before the store");
+
+    // allow_root keeps root, and says so.
+    let daemon = Daemon::start(DaemonConfig::new().str("daemon_user", "no-such-user-xapsd"));
+    daemon.wait_log("running as root: allow_root is set", TIMEOUT);
+    assert_eq!(proc_ids(daemon.pid().unwrap(), "Uid:"), vec![0; 4]);
 }
