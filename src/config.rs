@@ -114,6 +114,9 @@ pub struct Config {
     pub daemon_user: String,
     pub daemon_group: Option<String>,
     pub allow_root: bool,
+    /// Not a key: the config file, when it holds `plugin_auth` inline and so
+    /// must be as private as any secret file.
+    pub secret_config_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -144,6 +147,7 @@ impl Default for Config {
             daemon_user: DEFAULT_USER.to_owned(),
             daemon_group: None,
             allow_root: false,
+            secret_config_file: None,
         }
     }
 }
@@ -210,6 +214,9 @@ impl Config {
         })?;
         let mut config = Config::default();
         config.apply_json(&text, path)?;
+        if matches!(config.plugin_auth, Some(AuthSetting::Inline(_))) {
+            config.secret_config_file = Some(path.to_owned());
+        }
         Ok(config)
     }
 

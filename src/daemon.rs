@@ -31,6 +31,7 @@ use crate::plugin::http::HttpFrontEnd;
 use crate::plugin::legacy::{self, LegacyFrontEnd, SocketError};
 use crate::plugin::FrontEndStats;
 use crate::privileges::{self, Plan, PrivilegeError, Target};
+use crate::secrets::{self, SecretFileError};
 use crate::service::Service;
 use crate::store::{Store, StoreError, StoreLimits};
 
@@ -49,6 +50,7 @@ pub enum DaemonError {
     LegacySocket(SocketError),
     PluginAuth(AuthError),
     Privileges(PrivilegeError),
+    SecretFile(SecretFileError),
 }
 
 impl fmt::Display for DaemonError {
@@ -63,6 +65,7 @@ impl fmt::Display for DaemonError {
             DaemonError::LegacySocket(e) => write!(f, "legacy_socket: {e}"),
             DaemonError::PluginAuth(e) => write!(f, "plugin_auth: {e}"),
             DaemonError::Privileges(e) => f.write_str(&e.to_string()),
+            DaemonError::SecretFile(e) => f.write_str(&e.to_string()),
         }
     }
 }
@@ -158,6 +161,10 @@ pub fn check_config(mut config: Config) -> i32 {
         );
     }
     println!("apns_endpoint: {}", config.apns_endpoint);
+    if let Err(e) = secrets::check(&config) {
+        println!("UNUSABLE: {e}");
+        return 1;
+    }
     match &config.legacy_socket {
         Some(path) => println!(
             "legacy_socket: {} (mode {:04o}, group {})",
@@ -338,6 +345,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     log::info!("xapsd {} starting", env!("CARGO_PKG_VERSION"));
     // Before anything else: a missing account must not cost a half start.
     let plan = privilege_plan(&config).map_err(DaemonError::Privileges)?;
+    secrets::check(&config).map_err(DaemonError::SecretFile)?;
     let limits = Arc::new(Limits::default());
     let why = config.resolve_db();
     let db_path = config.db.clone().unwrap_or_default();

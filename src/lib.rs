@@ -30,5 +30,6 @@ pub mod pass;
 pub mod plugin;
 pub mod privacy;
 pub mod privileges;
+pub mod secrets;
 pub mod service;
 pub mod store;

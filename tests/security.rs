@@ -1,6 +1,6 @@
 //! Security features through the real binary: plugin authentication with
-//! HTTP Basic credentials (the plugin's own captures), and privileges
-//! dropped after a start as root.
+//! HTTP Basic credentials (the plugin's own captures), privileges dropped
+//! after a start as root, and secret files that others can read refused.
 
 mod support;
 
@@ -272,4 +272,88 @@ fn started_as_root_without_the_user_it_refuses_to_start() {
     let daemon = Daemon::start(DaemonConfig::new().str("daemon_user", "no-such-user-xapsd"));
     daemon.wait_log("running as root: allow_root is set", TIMEOUT);
     assert_eq!(proc_ids(daemon.pid().unwrap(), "Uid:"), vec![0; 4]);
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn secret_files_readable_by_others_stop_the_start_with_the_fix() {
+    let ca = TestCa::new();
+    let mock = MockApns::start(&ca);
+    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    chmod(&push.key, 0o640);
+    let mut daemon = Daemon::spawn(DaemonConfig::new().apns(&mock, &push));
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(1));
+    let key = push.key.display().to_string();
+    daemon.wait_log(
+        &format!("key_file {key} holds a secret but is readable by its group (mode 0640): run `chmod 600 {key}`"),
+        TIMEOUT,
+    );
+    assert!(!daemon.log_contains("listening on"));
+
+    // The certificate itself may be public; the key file fixed, it starts.
+    chmod(&push.key, 0o600);
+    chmod(&push.cert, 0o644);
+    let daemon = Daemon::start(DaemonConfig::new().apns(&mock, &push));
+    drop(daemon);
+
+    // The plugin_auth file counts the same way.
+    let dir = support::tempdir::TempDir::new("secrets");
+    let secret = dir.join("plugin-auth");
+    private_file(&secret, "xapsd:s3cret\n");
+    chmod(&secret, 0o604);
+    let mut daemon =
+        Daemon::spawn(DaemonConfig::new().str("plugin_auth", &format!("@{}", secret.display())));
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(1));
+    daemon.wait_log("plugin_auth ", TIMEOUT);
+    daemon.wait_log("is readable by others (mode 0604)", TIMEOUT);
+}
+
+#[test]
+fn the_config_file_counts_only_when_it_holds_the_password() {
+    let dir = support::tempdir::TempDir::new("config-mode");
+    let check = |config: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_xapsd"))
+            .args(["check-config", "--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let inline = dir.join("inline.json");
+    private_file(
+        &inline,
+        r#"{"plugin_auth": "xapsd:s3cret", "db": "/nonexistent/x.redb"}"#,
+    );
+    chmod(&inline, 0o644);
+    let (code, out) = check(&inline);
+    assert_eq!(code, Some(1), "{out}");
+    let path = inline.display();
+    assert!(
+        out.contains(&format!("config file {path} holds a secret but is readable by its group and others (mode 0644): run `chmod 600 {path}`")),
+        "{out}"
+    );
+    assert!(!out.contains(PASSWORD), "{out}");
+    chmod(&inline, 0o600);
+    assert_eq!(check(&inline).0, Some(0));
+
+    let secret = dir.join("plugin-auth");
+    private_file(&secret, "xapsd:s3cret\n");
+    let by_file = dir.join("by-file.json");
+    let text = format!(
+        "{{\"plugin_auth\": {}, \"db\": \"/nonexistent/x.redb\"}}",
+        json_string(&format!("@{}", secret.display()))
+    );
+    private_file(&by_file, &text);
+    chmod(&by_file, 0o644);
+    let (code, out) = check(&by_file);
+    assert_eq!(
+        code,
+        Some(0),
+        "a config without secrets may be readable: {out}"
+    );
 }

@@ -360,8 +360,8 @@ impl Daemon {
     }
 
     fn launch(&mut self) {
-        std::fs::write(&self.config_path, self.config.to_json())
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", self.config_path.display()));
+        // Owner-only, as the daemon demands of a config holding a password.
+        super::tempdir::write_private(&self.config_path, self.config.to_json());
         self.generation += 1;
         self.generation_start = self.log.len();
         self.exit = None;
