@@ -45,7 +45,10 @@ pub const EXIT_CONFIG: i32 = 78;
   plugin_auth    user:password the plugin must send as HTTP Basic auth, or @/path/to/file holding that line (default none: no auth)
   daemon_user    account to switch to after start when started as root (default xapsd)
   daemon_group   group to switch to after start when started as root (default: the user's primary group)
-  allow_root     true: keep running as root instead of switching to daemon_user (default false)"
+  allow_root     true: keep running as root instead of switching to daemon_user (default false)
+  tls_listen     plugin API addresses served over TLS, addr:port (default none)
+  tls_cert_file  PEM certificate chain of the TLS listener (default none)
+  tls_key_file   PEM private key of the TLS listener (default none)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -157,6 +160,15 @@ macro_rules! config_command {
             /// keep running as root instead of switching to --daemon-user (default false)
             #[argh(switch)]
             allow_root: bool,
+            /// plugin API address served over TLS, addr:port; repeat for several (default none)
+            #[argh(option)]
+            tls_listen: Vec<String>,
+            /// PEM certificate chain of the TLS listener (default none)
+            #[argh(option)]
+            tls_cert_file: Option<String>,
+            /// PEM private key of the TLS listener (default none)
+            #[argh(option)]
+            tls_key_file: Option<String>,
         }
 
         impl $name {
@@ -171,8 +183,14 @@ macro_rules! config_command {
                 let listen = (!self.listen.is_empty()).then(|| {
                     Value::Array(self.listen.iter().cloned().map(Value::String).collect())
                 });
+                let tls_listen = (!self.tls_listen.is_empty()).then(|| {
+                    Value::Array(self.tls_listen.iter().cloned().map(Value::String).collect())
+                });
                 let flags = [
                     ("listen", listen),
+                    ("tls_listen", tls_listen),
+                    ("tls_cert_file", s(&self.tls_cert_file)),
+                    ("tls_key_file", s(&self.tls_key_file)),
                     ("db", s(&self.db)),
                     ("cert_file", s(&self.cert_file)),
                     ("key_file", s(&self.key_file)),

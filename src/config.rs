@@ -46,6 +46,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("daemon_user", "account to switch to after start when started as root (default xapsd)"),
     ("daemon_group", "group to switch to after start when started as root (default: the user's primary group)"),
     ("allow_root", "true: keep running as root instead of switching to daemon_user (default false)"),
+    ("tls_listen", "plugin API addresses served over TLS, addr:port (default none)"),
+    ("tls_cert_file", "PEM certificate chain of the TLS listener (default none)"),
+    ("tls_key_file", "PEM private key of the TLS listener (default none)"),
 ];
 
 /// Which APNs server pushes go to.
@@ -117,6 +120,9 @@ pub struct Config {
     /// Not a key: the config file, when it holds `plugin_auth` inline and so
     /// must be as private as any secret file.
     pub secret_config_file: Option<PathBuf>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -148,6 +154,9 @@ impl Default for Config {
             daemon_group: None,
             allow_root: false,
             secret_config_file: None,
+            tls_listen: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -239,7 +248,10 @@ impl Config {
     /// Sets one key. Flags come through here too, as JSON values.
     pub fn set(&mut self, key: &str, value: &Value) -> Result<(), ConfigError> {
         match key {
-            "listen" => self.listen = parse_listen(value)?,
+            "listen" => self.listen = parse_listen("listen", value)?,
+            "tls_listen" => self.tls_listen = parse_listen("tls_listen", value)?,
+            "tls_cert_file" => self.tls_cert_file = Some(path("tls_cert_file", value)?),
+            "tls_key_file" => self.tls_key_file = Some(path("tls_key_file", value)?),
             "db" => self.db = Some(path("db", value)?),
             "cert_file" => self.cert_file = Some(path("cert_file", value)?),
             "key_file" => self.key_file = Some(path("key_file", value)?),
@@ -357,6 +369,24 @@ impl Config {
                 reason: format!("cannot be combined with {first}: configure one push identity"),
             });
         }
+        self.validate_tls()
+    }
+
+    /// The TLS listener's keys come as a set of three.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = [
+            ("tls_listen", !self.tls_listen.is_empty()),
+            ("tls_cert_file", self.tls_cert_file.is_some()),
+            ("tls_key_file", self.tls_key_file.is_some()),
+        ];
+        if tls.iter().any(|(_, set)| *set) {
+            if let Some((missing, _)) = tls.iter().find(|(_, set)| !*set) {
+                return Err(ConfigError::Invalid {
+                    key: missing,
+                    reason: "is required for the TLS listener (tls_listen, tls_cert_file and tls_key_file)".into(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -463,31 +493,30 @@ fn bounded(key: &'static str, value: &Value, min: u64, max: u64) -> Result<u64, 
     Ok(n)
 }
 
-fn parse_listen(value: &Value) -> Result<Vec<SocketAddr>, ConfigError> {
-    const KEY: &str = "listen";
+fn parse_listen(key: &'static str, value: &Value) -> Result<Vec<SocketAddr>, ConfigError> {
     let items: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
         // A single address is a common hand-written shorthand.
         Value::String(_) => vec![value],
         _ => {
             return Err(ConfigError::WrongType {
-                key: KEY,
+                key,
                 expected: "a list of addr:port strings",
             })
         }
     };
     if items.is_empty() {
         return Err(ConfigError::Invalid {
-            key: KEY,
+            key,
             reason: "needs at least one address".into(),
         });
     }
     items
         .into_iter()
         .map(|item| {
-            let s = string(KEY, item)?;
+            let s = string(key, item)?;
             s.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
-                key: KEY,
+                key,
                 reason: format!("`{s}` is not addr:port (IPv6 as [::1]:11619)"),
             })
         })
@@ -683,6 +712,10 @@ mod tests {
             (
                 r#"{"plugin_auth":"nocolon"}"#,
                 "config key `plugin_auth`: the inline value is not user:password",
+            ),
+            (
+                r#"{"tls_listen":["127.0.0.1:1"],"tls_cert_file":"c.pem"}"#,
+                "config key `tls_key_file`: is required for the TLS listener",
             ),
             (r#"[1]"#, "must hold one JSON object"),
             (r#"{"listen":"#, "is not valid JSON"),

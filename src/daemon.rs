@@ -51,6 +51,7 @@ pub enum DaemonError {
     PluginAuth(AuthError),
     Privileges(PrivilegeError),
     SecretFile(SecretFileError),
+    TlsListener(PathBuf, String),
 }
 
 impl fmt::Display for DaemonError {
@@ -66,6 +67,7 @@ impl fmt::Display for DaemonError {
             DaemonError::PluginAuth(e) => write!(f, "plugin_auth: {e}"),
             DaemonError::Privileges(e) => f.write_str(&e.to_string()),
             DaemonError::SecretFile(e) => f.write_str(&e.to_string()),
+            DaemonError::TlsListener(path, e) => write!(f, "TLS listener: {}: {e}", path.display()),
         }
     }
 }
@@ -161,6 +163,16 @@ pub fn check_config(mut config: Config) -> i32 {
         );
     }
     println!("apns_endpoint: {}", config.apns_endpoint);
+    if config.tls_listen.is_empty() {
+        println!("tls_listen: off");
+    } else {
+        let addrs: Vec<String> = config.tls_listen.iter().map(ToString::to_string).collect();
+        println!("tls_listen: {addrs:?}");
+        if let Err(e) = tls_acceptor(&config) {
+            println!("UNUSABLE: {e}");
+            return 1;
+        }
+    }
     if let Err(e) = secrets::check(&config) {
         println!("UNUSABLE: {e}");
         return 1;
@@ -273,6 +285,46 @@ fn bind_all(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
     Ok(bound)
 }
 
+/// Binds the TLS plugin listeners; every address must bind.
+fn bind_tls(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
+    let mut bound = Vec::new();
+    for addr in &config.tls_listen {
+        let listener = TcpListener::bind(addr)
+            .and_then(Async::new)
+            .map_err(|e| DaemonError::Bind(*addr, e))?;
+        let local = listener.get_ref().local_addr().unwrap_or(*addr);
+        log::info!("plugin API over TLS at {local}");
+        bound.push(listener);
+    }
+    Ok(bound)
+}
+
+/// The TLS listener's server side: ring only, TLS 1.2 and 1.3, no client
+/// certificates (the plugin authenticates with `plugin_auth`).
+fn tls_acceptor(config: &Config) -> Result<Option<futures_rustls::TlsAcceptor>, DaemonError> {
+    use rustls::pki_types::PrivateKeyDer;
+    let (Some(cert_path), Some(key_path)) = (&config.tls_cert_file, &config.tls_key_file) else {
+        return Ok(None);
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| DaemonError::TlsListener(cert_path.clone(), e.to_string()))?;
+    if certs.is_empty() {
+        return Err(DaemonError::TlsListener(
+            cert_path.clone(),
+            "holds no PEM certificate".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| DaemonError::TlsListener(key_path.clone(), e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| DaemonError::TlsListener(key_path.clone(), e.to_string()))?;
+    Ok(Some(futures_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
 fn extra_anchors(config: &Config) -> Result<Vec<CertificateDer<'static>>, DaemonError> {
     let Some(path) = &config.apns_ca_file else {
         return Ok(Vec::new());
@@ -361,6 +413,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let slot = IdentitySlot::new(identity);
     let anchors = extra_anchors(&config)?;
     let auth = load_auth(&config)?;
+    let tls = tls_acceptor(&config)?;
 
     let created_db_dir = db_path
         .parent()
@@ -391,6 +444,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let listeners = bind_all(&config)?;
+    let tls_listeners = bind_tls(&config)?;
     drop_privileges(&plan, &config, &db_path, created_db_dir).map_err(DaemonError::Privileges)?;
 
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -461,8 +515,11 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let main = async {
         let mut accepting: Vec<Task<()>> = listeners
             .into_iter()
-            .map(|l| executor.spawn(Arc::clone(&http).serve(l)))
+            .map(|l| executor.spawn(Arc::clone(&http).serve(l, None)))
             .collect();
+        for listener in tls_listeners {
+            accepting.push(executor.spawn(Arc::clone(&http).serve(listener, tls.clone())));
+        }
         if let Some(listener) = legacy_listener {
             accepting.push(executor.spawn(Arc::clone(&legacy).serve(listener)));
         }

@@ -5,7 +5,8 @@
 //! daemon refuses to start and names the file, its mode and the fix. The
 //! files that count are those holding a private key or a password: the
 //! `plugin_auth` file, `p12_password_file`, `p12_file` (the key is inside),
-//! `key_file` (or `cert_file` when the key is in it), `p8_file`, and the
+//! `key_file` (or `cert_file` when the key is in it), `p8_file`,
+//! `tls_key_file`, and the
 //! JSON config itself when it holds `plugin_auth` inline. Certificates,
 //! trust anchors and a config without secrets may be readable by all.
 
@@ -67,6 +68,7 @@ pub fn secret_files(config: &Config) -> Vec<(&'static str, &Path)> {
         ("p12_file", &config.p12_file),
         ("p12_password_file", &config.p12_password_file),
         ("p8_file", &config.p8_file),
+        ("tls_key_file", &config.tls_key_file),
     ] {
         if let Some(path) = path {
             files.push((key, path.as_path()));

@@ -1,6 +1,7 @@
 //! Security features through the real binary: plugin authentication with
 //! HTTP Basic credentials (the plugin's own captures), privileges dropped
-//! after a start as root, and secret files that others can read refused.
+//! after a start as root, secret files that others can read refused, and
+//! the same API over the TLS listener.
 
 mod support;
 
@@ -356,4 +357,110 @@ fn the_config_file_counts_only_when_it_holds_the_password() {
         Some(0),
         "a config without secrets may be readable: {out}"
     );
+}
+
+/// Reads one response from a TLS stream: (status, body). `pending` keeps
+/// bytes of the next response.
+fn read_tls_response(stream: &mut impl std::io::Read, pending: &mut Vec<u8>) -> (u16, String) {
+    let end = loop {
+        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before a response head");
+        pending.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(pending[..end].to_vec()).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    while pending.len() < end + len {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed inside a response body");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&pending[end..end + len]).into_owned();
+    pending.drain(..end + len);
+    (status, body)
+}
+
+#[test]
+fn the_tls_listener_serves_the_same_api_with_the_same_auth() {
+    use std::io::Write;
+    use std::sync::Arc;
+    let ca = TestCa::new();
+    let mock = MockApns::start(&ca);
+    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    let server = ca.write(&ca.server_cert(), "tls");
+    let daemon = Daemon::start(
+        DaemonConfig::new()
+            .apns(&mock, &push)
+            .str("plugin_auth", &format!("{USER}:{PASSWORD}"))
+            .raw("tls_listen", r#"["127.0.0.1:0"]"#)
+            .path("tls_cert_file", &server.cert)
+            .path("tls_key_file", &server.key),
+    );
+    let line = daemon.wait_log("plugin API over TLS at ", TIMEOUT);
+    let addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().trim().parse().unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(ca.root_store())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut tls = rustls::StreamOwned::new(session, tcp);
+    let mut pending = Vec::new();
+
+    // Two requests in one write, the first larger than the daemon's first
+    // read: the second waits decrypted inside the TLS session, where socket
+    // readiness would never announce it.
+    let mailboxes: Vec<String> = (0..200).map(|i| format!("\"Folder {i:02}\"")).collect();
+    let big = format!(
+        r#"{{"ApsAccountId":"A","ApsDeviceToken":"{}","ApsSubtopic":"com.apple.mobilemail","Username":"dave","Mailboxes":[{}]}}"#,
+        "ab".repeat(32),
+        mailboxes.join(",")
+    );
+    let mut both =
+        support::plugin::plugin_request("/register", &big, addr, Some(&format!("Basic {ENCODED}")));
+    assert!(both.len() > 2048, "larger than the first read");
+    both.extend(support::plugin::fixture_bytes(
+        "basic-auth/02-register.http",
+    ));
+    tls.write_all(&both).unwrap();
+    tls.flush().unwrap();
+    for _ in 0..2 {
+        let (status, body) = read_tls_response(&mut tls, &mut pending);
+        assert_eq!((status, body.as_str()), (200, TEST_TOPIC));
+    }
+    // Same auth rules as the plain listener, on the same connection.
+    tls.write_all(&support::plugin::fixture_bytes("03-notify.http"))
+        .unwrap();
+    tls.flush().unwrap();
+    assert_eq!(read_tls_response(&mut tls, &mut pending).0, 401);
+    for fixture in ["basic-auth/01-register.http", "basic-auth/03-notify.http"] {
+        tls.write_all(&support::plugin::fixture_bytes(fixture))
+            .unwrap();
+        tls.flush().unwrap();
+        assert_eq!(
+            read_tls_response(&mut tls, &mut pending).0,
+            200,
+            "{fixture}"
+        );
+    }
+    mock.wait_for_requests(1, TIMEOUT);
+
+    // The plain listener keeps serving next to it.
+    let mut plain = PluginClient::connect(daemon.addr()).unwrap();
+    let r = plain.replay_fixture("basic-auth/04-notify.http").unwrap();
+    assert_eq!(r.status, 200);
+    assert_no_secret_logged(&daemon);
 }

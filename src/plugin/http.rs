@@ -5,6 +5,10 @@
 //! mostly idle connections. An idle connection here owns no buffer: it waits
 //! for readability, and only then allocates. httparse reads the request
 //! head; the bodies are always `Content-Length` framed.
+//!
+//! The same code serves plain TCP and TLS connections ([`PluginStream`]).
+//! Each kind is spawned as its own future, so a plain connection's state
+//! does not grow by a TLS session it does not have.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -13,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use async_executor::Executor;
 use async_io::{Async, Timer};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::server::TlsStream;
+use futures_rustls::TlsAcceptor;
 
 use super::{json, FrontEndStats};
 use crate::admin;
@@ -21,6 +27,32 @@ use crate::auth::{self, PluginAuth, Verdict};
 use crate::clock::within;
 use crate::limits::Limits;
 use crate::service::{NotifyOutcome, Service, ServiceError};
+
+/// A connection the front end can serve: plain TCP or TLS over it.
+pub trait PluginStream: AsyncRead + AsyncWrite + Unpin {
+    /// Resolves when a read would return data (or an error) without waiting.
+    fn ready(&mut self) -> impl std::future::Future<Output = std::io::Result<()>>;
+}
+
+impl PluginStream for Async<TcpStream> {
+    fn ready(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        self.readable()
+    }
+}
+
+impl PluginStream for TlsStream<Async<TcpStream>> {
+    async fn ready(&mut self) -> std::io::Result<()> {
+        let (tcp, session) = self.get_mut();
+        // Records already read may hold a whole request: the socket would
+        // not become readable for it again.
+        match session.process_new_packets() {
+            Ok(state) if state.plaintext_bytes_to_read() == 0 && !session.wants_write() => {
+                tcp.readable().await
+            }
+            _ => Ok(()), // data, or an error the next read reports
+        }
+    }
+}
 
 /// What one listener needs.
 pub struct HttpFrontEnd {
@@ -35,8 +67,9 @@ pub struct HttpFrontEnd {
 }
 
 impl HttpFrontEnd {
-    /// Accepts connections until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: Async<TcpListener>) {
+    /// Accepts connections until the task is dropped; with `tls`, each
+    /// connection first completes a TLS handshake.
+    pub async fn serve(self: Arc<Self>, listener: Async<TcpListener>, tls: Option<TlsAcceptor>) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(pair) => pair,
@@ -58,22 +91,36 @@ impl HttpFrontEnd {
                 continue;
             };
             let this = Arc::clone(&self);
-            self.executor
-                .spawn(async move {
+            // Two spawns, not one future with two branches: the plain one
+            // must not be sized for a TLS session.
+            match &tls {
+                None => self.executor.spawn(async move {
                     this.connection(stream, peer).await;
                     drop(slot);
-                })
-                .detach();
+                }),
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    self.executor.spawn(async move {
+                        match within(this.limits.tls_handshake_timeout, handshake).await {
+                            Some(Ok(stream)) => this.connection(stream, peer).await,
+                            Some(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                            None => log::debug!("TLS handshake with {peer} timed out"),
+                        }
+                        drop(slot);
+                    })
+                }
+            }
+            .detach();
         }
     }
 
-    async fn connection(&self, mut stream: Async<TcpStream>, peer: SocketAddr) {
+    async fn connection<S: PluginStream>(&self, mut stream: S, peer: SocketAddr) {
         let limits = &self.limits;
         let mut buf = InBuf::default();
         loop {
             if buf.is_empty() {
                 buf.release(); // hold no memory while idle
-                match within(limits.plugin_idle_timeout, stream.readable()).await {
+                match within(limits.plugin_idle_timeout, stream.ready()).await {
                     Some(Ok(())) => {}
                     Some(Err(_)) => return,
                     None => {
@@ -236,9 +283,9 @@ impl HttpFrontEnd {
         }
     }
 
-    async fn answer(
+    async fn answer<S: PluginStream>(
         &self,
-        stream: &mut Async<TcpStream>,
+        stream: &mut S,
         peer: SocketAddr,
         reply: Reply,
         close: bool,
@@ -258,7 +305,11 @@ impl HttpFrontEnd {
             }
         }
         let bytes = reply.encode(close);
-        match within(self.limits.plugin_request_timeout, stream.write_all(&bytes)).await {
+        let write = async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await // TLS holds records until flushed
+        };
+        match within(self.limits.plugin_request_timeout, write).await {
             Some(result) => result,
             None => Err(std::io::ErrorKind::TimedOut.into()),
         }
@@ -330,8 +381,8 @@ impl InBuf {
 }
 
 /// Reads what is available (keeping at most `cap` bytes buffered) before `deadline`.
-async fn read_more(
-    stream: &mut Async<TcpStream>,
+async fn read_more<S: PluginStream>(
+    stream: &mut S,
     buf: &mut InBuf,
     cap: usize,
     deadline: Instant,
