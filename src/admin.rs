@@ -321,14 +321,20 @@ pub fn loopback_targets(listen: &[SocketAddr]) -> Vec<SocketAddr> {
 }
 
 /// Sends `request` to the first configured address that accepts a
-/// connection. A refused connection everywhere means the daemon is down.
-pub fn call(listen: &[SocketAddr], request: &Request) -> Result<Answer, CallError> {
+/// connection, with `authorization` (the value of the `Authorization`
+/// header, when `plugin_auth` is set). A refused connection everywhere means
+/// the daemon is down.
+pub fn call(
+    listen: &[SocketAddr],
+    request: &Request,
+    authorization: Option<&str>,
+) -> Result<Answer, CallError> {
     for addr in loopback_targets(listen) {
         let stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
             Ok(s) => s,
             Err(_) => continue,
         };
-        return exchange(stream, addr, request);
+        return exchange(stream, addr, request, authorization);
     }
     Err(CallError::NotRunning)
 }
@@ -337,13 +343,17 @@ fn exchange(
     mut stream: TcpStream,
     addr: SocketAddr,
     request: &Request,
+    authorization: Option<&str>,
 ) -> Result<Answer, CallError> {
     let io = |e| CallError::Io(addr, e);
     stream.set_read_timeout(Some(CALL_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(CALL_TIMEOUT)).map_err(io)?;
     let body = request.body();
+    let auth = authorization
+        .map(|value| format!("Authorization: {value}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {addr}\r\n{ADMIN_HEADER}: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {addr}\r\n{ADMIN_HEADER}: 1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         request.path(),
         body.len()
     );

@@ -41,7 +41,14 @@ pub const EXIT_CONFIG: i32 = 78;
   legacy_socket_mode
                  permissions of the legacy socket, octal (default 0660)
   legacy_socket_group
-                 group owning the legacy socket, e.g. dovecot (default the daemon's group)"
+                 group owning the legacy socket, e.g. dovecot (default the daemon's group)
+  plugin_auth    user:password the plugin must send as HTTP Basic auth, or @/path/to/file holding that line (default none: no auth)
+  daemon_user    account to switch to after start when started as root (default xapsd)
+  daemon_group   group to switch to after start when started as root (default: the user's primary group)
+  allow_root     true: keep running as root instead of switching to daemon_user (default false)
+  tls_listen     plugin API addresses served over TLS, addr:port (default none)
+  tls_cert_file  PEM certificate chain of the TLS listener (default none)
+  tls_key_file   PEM private key of the TLS listener (default none)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -141,6 +148,27 @@ macro_rules! config_command {
             /// group owning the legacy socket (default the daemon's group)
             #[argh(option)]
             legacy_socket_group: Option<String>,
+            /// user:password the plugin must send as HTTP Basic auth, or @/path/to/file (default none: no auth)
+            #[argh(option)]
+            plugin_auth: Option<String>,
+            /// account to switch to after start when started as root (default xapsd)
+            #[argh(option)]
+            daemon_user: Option<String>,
+            /// group to switch to when started as root (default: the user's primary group)
+            #[argh(option)]
+            daemon_group: Option<String>,
+            /// keep running as root instead of switching to --daemon-user (default false)
+            #[argh(switch)]
+            allow_root: bool,
+            /// plugin API address served over TLS, addr:port; repeat for several (default none)
+            #[argh(option)]
+            tls_listen: Vec<String>,
+            /// PEM certificate chain of the TLS listener (default none)
+            #[argh(option)]
+            tls_cert_file: Option<String>,
+            /// PEM private key of the TLS listener (default none)
+            #[argh(option)]
+            tls_key_file: Option<String>,
         }
 
         impl $name {
@@ -155,8 +183,14 @@ macro_rules! config_command {
                 let listen = (!self.listen.is_empty()).then(|| {
                     Value::Array(self.listen.iter().cloned().map(Value::String).collect())
                 });
+                let tls_listen = (!self.tls_listen.is_empty()).then(|| {
+                    Value::Array(self.tls_listen.iter().cloned().map(Value::String).collect())
+                });
                 let flags = [
                     ("listen", listen),
+                    ("tls_listen", tls_listen),
+                    ("tls_cert_file", s(&self.tls_cert_file)),
+                    ("tls_key_file", s(&self.tls_key_file)),
                     ("db", s(&self.db)),
                     ("cert_file", s(&self.cert_file)),
                     ("key_file", s(&self.key_file)),
@@ -174,6 +208,10 @@ macro_rules! config_command {
                     ("legacy_socket", s(&self.legacy_socket)),
                     ("legacy_socket_mode", s(&self.legacy_socket_mode)),
                     ("legacy_socket_group", s(&self.legacy_socket_group)),
+                    ("plugin_auth", s(&self.plugin_auth)),
+                    ("daemon_user", s(&self.daemon_user)),
+                    ("daemon_group", s(&self.daemon_group)),
+                    ("allow_root", self.allow_root.then_some(Value::Bool(true))),
                 ];
                 for (key, value) in flags {
                     if let Some(value) = value {
@@ -520,7 +558,19 @@ fn admin_command(
         Ok(c) => c,
         Err(e) => return config_failure(file, &e),
     };
-    match admin::call(&config.listen, &request) {
+    let authorization = match config
+        .plugin_auth
+        .as_ref()
+        .map(crate::auth::authorization_header)
+    {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(e)) => {
+            eprintln!("xapsd: plugin_auth: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    match admin::call(&config.listen, &request, authorization.as_deref()) {
         Ok(answer) if answer.status == 200 => {
             print!("{}", answer.text);
             return 0;

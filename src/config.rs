@@ -12,10 +12,14 @@ use std::path::{Path, PathBuf};
 use log::LevelFilter;
 use miniserde::json::{Number, Value};
 
+use crate::auth::AuthSetting;
+
 /// Port the Dovecot plugin's default URL (`http://localhost:11619`) uses.
 pub const DEFAULT_PORT: u16 = 11619;
 /// Where packages put the store; used when the directory is writable.
 pub const SYSTEM_DB: &str = "/var/lib/xapsd/xapsd.redb";
+/// The account a daemon started as root switches to.
+pub const DEFAULT_USER: &str = "xapsd";
 
 /// The keys the daemon understands, with the text `--help` shows.
 /// `cli.rs` checks in a test that each one has a flag and appears in help.
@@ -38,6 +42,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("legacy_socket", "Unix socket for the pre-2021 line-protocol plugin, e.g. /var/run/dovecot/xapsd.sock (default none: off)"),
     ("legacy_socket_mode", "permissions of the legacy socket, octal (default 0660)"),
     ("legacy_socket_group", "group owning the legacy socket, e.g. dovecot (default the daemon's group)"),
+    ("plugin_auth", "user:password the plugin must send as HTTP Basic auth, or @/path/to/file holding that line (default none: no auth)"),
+    ("daemon_user", "account to switch to after start when started as root (default xapsd)"),
+    ("daemon_group", "group to switch to after start when started as root (default: the user's primary group)"),
+    ("allow_root", "true: keep running as root instead of switching to daemon_user (default false)"),
+    ("tls_listen", "plugin API addresses served over TLS, addr:port (default none)"),
+    ("tls_cert_file", "PEM certificate chain of the TLS listener (default none)"),
+    ("tls_key_file", "PEM private key of the TLS listener (default none)"),
 ];
 
 /// Which APNs server pushes go to.
@@ -102,6 +113,16 @@ pub struct Config {
     /// Permission bits, at most 0o777.
     pub legacy_socket_mode: u32,
     pub legacy_socket_group: Option<String>,
+    pub plugin_auth: Option<AuthSetting>,
+    pub daemon_user: String,
+    pub daemon_group: Option<String>,
+    pub allow_root: bool,
+    /// Not a key: the config file, when it holds `plugin_auth` inline and so
+    /// must be as private as any secret file.
+    pub secret_config_file: Option<PathBuf>,
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -128,6 +149,14 @@ impl Default for Config {
             legacy_socket: None,
             legacy_socket_mode: 0o660,
             legacy_socket_group: None,
+            plugin_auth: None,
+            daemon_user: DEFAULT_USER.to_owned(),
+            daemon_group: None,
+            allow_root: false,
+            secret_config_file: None,
+            tls_listen: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -194,6 +223,9 @@ impl Config {
         })?;
         let mut config = Config::default();
         config.apply_json(&text, path)?;
+        if matches!(config.plugin_auth, Some(AuthSetting::Inline(_))) {
+            config.secret_config_file = Some(path.to_owned());
+        }
         Ok(config)
     }
 
@@ -216,7 +248,10 @@ impl Config {
     /// Sets one key. Flags come through here too, as JSON values.
     pub fn set(&mut self, key: &str, value: &Value) -> Result<(), ConfigError> {
         match key {
-            "listen" => self.listen = parse_listen(value)?,
+            "listen" => self.listen = parse_listen("listen", value)?,
+            "tls_listen" => self.tls_listen = parse_listen("tls_listen", value)?,
+            "tls_cert_file" => self.tls_cert_file = Some(path("tls_cert_file", value)?),
+            "tls_key_file" => self.tls_key_file = Some(path("tls_key_file", value)?),
             "db" => self.db = Some(path("db", value)?),
             "cert_file" => self.cert_file = Some(path("cert_file", value)?),
             "key_file" => self.key_file = Some(path("key_file", value)?),
@@ -256,6 +291,26 @@ impl Config {
                 }
                 self.legacy_socket_group = Some(group.to_owned());
             }
+            "plugin_auth" => {
+                let setting = AuthSetting::parse(string("plugin_auth", value)?).map_err(|e| {
+                    ConfigError::Invalid {
+                        key: "plugin_auth",
+                        reason: e.to_string(),
+                    }
+                })?;
+                self.plugin_auth = Some(setting);
+            }
+            "daemon_user" => self.daemon_user = account_name("daemon_user", value)?,
+            "daemon_group" => self.daemon_group = Some(account_name("daemon_group", value)?),
+            "allow_root" => match value {
+                Value::Bool(b) => self.allow_root = *b,
+                _ => {
+                    return Err(ConfigError::WrongType {
+                        key: "allow_root",
+                        expected: "true or false",
+                    })
+                }
+            },
             other => {
                 return Err(ConfigError::UnknownKey {
                     key: other.to_owned(),
@@ -314,6 +369,24 @@ impl Config {
                 reason: format!("cannot be combined with {first}: configure one push identity"),
             });
         }
+        self.validate_tls()
+    }
+
+    /// The TLS listener's keys come as a set of three.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = [
+            ("tls_listen", !self.tls_listen.is_empty()),
+            ("tls_cert_file", self.tls_cert_file.is_some()),
+            ("tls_key_file", self.tls_key_file.is_some()),
+        ];
+        if tls.iter().any(|(_, set)| *set) {
+            if let Some((missing, _)) = tls.iter().find(|(_, set)| !*set) {
+                return Err(ConfigError::Invalid {
+                    key: missing,
+                    reason: "is required for the TLS listener (tls_listen, tls_cert_file and tls_key_file)".into(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -352,6 +425,25 @@ fn string<'v>(key: &'static str, value: &'v Value) -> Result<&'v str, ConfigErro
             expected: "a string",
         }),
     }
+}
+
+/// A user or group name: what `adduser` accepts, nothing that could be
+/// mistaken for a number or an option.
+fn account_name(key: &'static str, value: &Value) -> Result<String, ConfigError> {
+    let s = string(key, value)?;
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && !s.starts_with('-')
+        && !s.bytes().all(|b| b.is_ascii_digit())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("`{s}` is not a user or group name"),
+        });
+    }
+    Ok(s.to_owned())
 }
 
 fn apple_field(key: &'static str, value: &Value) -> Result<String, ConfigError> {
@@ -401,31 +493,30 @@ fn bounded(key: &'static str, value: &Value, min: u64, max: u64) -> Result<u64, 
     Ok(n)
 }
 
-fn parse_listen(value: &Value) -> Result<Vec<SocketAddr>, ConfigError> {
-    const KEY: &str = "listen";
+fn parse_listen(key: &'static str, value: &Value) -> Result<Vec<SocketAddr>, ConfigError> {
     let items: Vec<&Value> = match value {
         Value::Array(items) => items.iter().collect(),
         // A single address is a common hand-written shorthand.
         Value::String(_) => vec![value],
         _ => {
             return Err(ConfigError::WrongType {
-                key: KEY,
+                key,
                 expected: "a list of addr:port strings",
             })
         }
     };
     if items.is_empty() {
         return Err(ConfigError::Invalid {
-            key: KEY,
+            key,
             reason: "needs at least one address".into(),
         });
     }
     items
         .into_iter()
         .map(|item| {
-            let s = string(KEY, item)?;
+            let s = string(key, item)?;
             s.parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
-                key: KEY,
+                key,
                 reason: format!("`{s}` is not addr:port (IPv6 as [::1]:11619)"),
             })
         })
@@ -605,6 +696,26 @@ mod tests {
             (
                 r#"{"p12_file":"b.p12","p8_file":"k.p8","key_id":"A","team_id":"B","topic":"t"}"#,
                 "config key `p8_file`: cannot be combined with p12_file",
+            ),
+            (
+                r#"{"daemon_user":"0"}"#,
+                "config key `daemon_user`: `0` is not a user",
+            ),
+            (
+                r#"{"daemon_group":"a b"}"#,
+                "config key `daemon_group`: `a b` is not",
+            ),
+            (
+                r#"{"allow_root":"yes"}"#,
+                "config key `allow_root` must be true or false",
+            ),
+            (
+                r#"{"plugin_auth":"nocolon"}"#,
+                "config key `plugin_auth`: the inline value is not user:password",
+            ),
+            (
+                r#"{"tls_listen":["127.0.0.1:1"],"tls_cert_file":"c.pem"}"#,
+                "config key `tls_key_file`: is required for the TLS listener",
             ),
             (r#"[1]"#, "must hold one JSON object"),
             (r#"{"listen":"#, "is not valid JSON"),

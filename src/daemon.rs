@@ -19,6 +19,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::apns::connection::root_store;
 use crate::apns::ApnsClient;
+use crate::auth::{AuthError, AuthSetting, PluginAuth};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::identity::pem::PemIdentity;
@@ -29,6 +30,8 @@ use crate::metrics::Sources;
 use crate::plugin::http::HttpFrontEnd;
 use crate::plugin::legacy::{self, LegacyFrontEnd, SocketError};
 use crate::plugin::FrontEndStats;
+use crate::privileges::{self, Plan, PrivilegeError, Target};
+use crate::secrets::{self, SecretFileError};
 use crate::service::Service;
 use crate::store::{Store, StoreError, StoreLimits};
 
@@ -45,6 +48,10 @@ pub enum DaemonError {
     CaFile(PathBuf, String),
     Signals(std::io::Error),
     LegacySocket(SocketError),
+    PluginAuth(AuthError),
+    Privileges(PrivilegeError),
+    SecretFile(SecretFileError),
+    TlsListener(PathBuf, String),
 }
 
 impl fmt::Display for DaemonError {
@@ -57,6 +64,10 @@ impl fmt::Display for DaemonError {
             DaemonError::CaFile(path, e) => write!(f, "apns_ca_file {}: {e}", path.display()),
             DaemonError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             DaemonError::LegacySocket(e) => write!(f, "legacy_socket: {e}"),
+            DaemonError::PluginAuth(e) => write!(f, "plugin_auth: {e}"),
+            DaemonError::Privileges(e) => f.write_str(&e.to_string()),
+            DaemonError::SecretFile(e) => f.write_str(&e.to_string()),
+            DaemonError::TlsListener(path, e) => write!(f, "TLS listener: {}: {e}", path.display()),
         }
     }
 }
@@ -152,6 +163,20 @@ pub fn check_config(mut config: Config) -> i32 {
         );
     }
     println!("apns_endpoint: {}", config.apns_endpoint);
+    if config.tls_listen.is_empty() {
+        println!("tls_listen: off");
+    } else {
+        let addrs: Vec<String> = config.tls_listen.iter().map(ToString::to_string).collect();
+        println!("tls_listen: {addrs:?}");
+        if let Err(e) = tls_acceptor(&config) {
+            println!("UNUSABLE: {e}");
+            return 1;
+        }
+    }
+    if let Err(e) = secrets::check(&config) {
+        println!("UNUSABLE: {e}");
+        return 1;
+    }
     match &config.legacy_socket {
         Some(path) => println!(
             "legacy_socket: {} (mode {:04o}, group {})",
@@ -163,6 +188,26 @@ pub fn check_config(mut config: Config) -> i32 {
                 .unwrap_or("of the daemon")
         ),
         None => println!("legacy_socket: off"),
+    }
+    match &config.plugin_auth {
+        Some(setting) => match PluginAuth::load(setting) {
+            Ok(_) => println!("plugin_auth: HTTP Basic, {}", describe_auth(setting)),
+            Err(e) => {
+                println!("plugin_auth: UNUSABLE: {e}");
+                return 1;
+            }
+        },
+        None => println!("plugin_auth: off (no credentials needed)"),
+    }
+    // Depends on who starts the daemon, not on the config alone: reported
+    // for this user, and no reason to fail the check.
+    match privilege_plan(&config) {
+        Ok(Plan::NotRoot) => println!("privileges: not root, nothing to drop"),
+        Ok(Plan::StayRoot) => println!("privileges: stays root (allow_root)"),
+        Ok(Plan::Drop { user, uid, gid }) => {
+            println!("privileges: switches to {user} (uid {uid}, gid {gid}) after start")
+        }
+        Err(e) => println!("warning: run as root, the daemon would stop: {e}"),
     }
     println!(
         "delay_secs: {}, expire_days: {}",
@@ -196,6 +241,26 @@ pub fn check_config(mut config: Config) -> i32 {
     }
 }
 
+/// Reads `plugin_auth` (once, at start) and says what it guards.
+fn load_auth(config: &Config) -> Result<Option<PluginAuth>, DaemonError> {
+    let Some(setting) = &config.plugin_auth else {
+        return Ok(None);
+    };
+    let auth = PluginAuth::load(setting).map_err(DaemonError::PluginAuth)?;
+    log::info!(
+        "plugin requests need HTTP Basic credentials ({})",
+        describe_auth(setting)
+    );
+    Ok(Some(auth))
+}
+
+fn describe_auth(setting: &AuthSetting) -> String {
+    match setting {
+        AuthSetting::Inline(_) => "from the config".into(),
+        AuthSetting::File(path) => format!("from {}", path.display()),
+    }
+}
+
 fn bind_all(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
     // The default binds both loopbacks; a box without IPv6 still starts.
     let tolerant = config.listen == Config::default().listen;
@@ -220,6 +285,46 @@ fn bind_all(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
     Ok(bound)
 }
 
+/// Binds the TLS plugin listeners; every address must bind.
+fn bind_tls(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
+    let mut bound = Vec::new();
+    for addr in &config.tls_listen {
+        let listener = TcpListener::bind(addr)
+            .and_then(Async::new)
+            .map_err(|e| DaemonError::Bind(*addr, e))?;
+        let local = listener.get_ref().local_addr().unwrap_or(*addr);
+        log::info!("plugin API over TLS at {local}");
+        bound.push(listener);
+    }
+    Ok(bound)
+}
+
+/// The TLS listener's server side: ring only, TLS 1.2 and 1.3, no client
+/// certificates (the plugin authenticates with `plugin_auth`).
+fn tls_acceptor(config: &Config) -> Result<Option<futures_rustls::TlsAcceptor>, DaemonError> {
+    use rustls::pki_types::PrivateKeyDer;
+    let (Some(cert_path), Some(key_path)) = (&config.tls_cert_file, &config.tls_key_file) else {
+        return Ok(None);
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<_, _>>())
+        .map_err(|e| DaemonError::TlsListener(cert_path.clone(), e.to_string()))?;
+    if certs.is_empty() {
+        return Err(DaemonError::TlsListener(
+            cert_path.clone(),
+            "holds no PEM certificate".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path)
+        .map_err(|e| DaemonError::TlsListener(key_path.clone(), e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| DaemonError::TlsListener(key_path.clone(), e.to_string()))?;
+    Ok(Some(futures_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
 fn extra_anchors(config: &Config) -> Result<Vec<CertificateDer<'static>>, DaemonError> {
     let Some(path) = &config.apns_ca_file else {
         return Ok(Vec::new());
@@ -236,9 +341,63 @@ fn extra_anchors(config: &Config) -> Result<Vec<CertificateDer<'static>>, Daemon
     Ok(certs)
 }
 
+/// What to do about root, from the config and who we are.
+fn privilege_plan(config: &Config) -> Result<Plan, PrivilegeError> {
+    let target = Target {
+        user: config.daemon_user.clone(),
+        group: config.daemon_group.clone(),
+    };
+    privileges::decide(
+        nix::unistd::geteuid(),
+        &target,
+        config.allow_root,
+        privileges::resolve,
+    )
+}
+
+/// Hands what the daemon must still write to the account, then switches.
+fn drop_privileges(
+    plan: &Plan,
+    config: &Config,
+    db_path: &std::path::Path,
+    created_db_dir: bool,
+) -> Result<(), PrivilegeError> {
+    match plan {
+        Plan::NotRoot => log::debug!("not started as root: no privileges to drop"),
+        Plan::StayRoot => log::warn!("running as root: allow_root is set"),
+        Plan::Drop { user, uid, gid } => {
+            privileges::give(db_path, *uid, *gid)?;
+            if created_db_dir {
+                if let Some(dir) = db_path.parent() {
+                    privileges::give(dir, *uid, *gid)?;
+                }
+            }
+            if let Some(socket) = &config.legacy_socket {
+                // The configured socket group stays; otherwise "the daemon's
+                // group" is the one it runs as from now on.
+                let group = config.legacy_socket_group.is_none().then_some(*gid);
+                nix::unistd::chown(socket, Some(*uid), group).map_err(|source| {
+                    PrivilegeError::Chown {
+                        path: socket.clone(),
+                        source,
+                    }
+                })?;
+            }
+            privileges::drop_to(*uid, *gid)?;
+            log::info!("dropped root privileges: running as {user} (uid {uid}, gid {gid})");
+        }
+    }
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(mut config: Config) -> Result<(), DaemonError> {
+    // Whatever the daemon creates (store, its directory) is its own.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     log::info!("xapsd {} starting", env!("CARGO_PKG_VERSION"));
+    // Before anything else: a missing account must not cost a half start.
+    let plan = privilege_plan(&config).map_err(DaemonError::Privileges)?;
+    secrets::check(&config).map_err(DaemonError::SecretFile)?;
     let limits = Arc::new(Limits::default());
     let why = config.resolve_db();
     let db_path = config.db.clone().unwrap_or_default();
@@ -253,7 +412,12 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     }
     let slot = IdentitySlot::new(identity);
     let anchors = extra_anchors(&config)?;
+    let auth = load_auth(&config)?;
+    let tls = tls_acceptor(&config)?;
 
+    let created_db_dir = db_path
+        .parent()
+        .is_some_and(|d| !d.as_os_str().is_empty() && !d.exists());
     let store = Store::open(&db_path, store_limits(&limits))
         .map_err(|e| DaemonError::Store(db_path.clone(), e))?;
     log::info!(
@@ -280,6 +444,8 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         None => None,
     };
     let listeners = bind_all(&config)?;
+    let tls_listeners = bind_tls(&config)?;
+    drop_privileges(&plan, &config, &db_path, created_db_dir).map_err(DaemonError::Privileges)?;
 
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(DaemonError::Signals)?;
@@ -337,6 +503,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         stats: http_stats,
         executor: Arc::clone(&executor),
         report,
+        auth,
     });
     let legacy = Arc::new(LegacyFrontEnd {
         service,
@@ -348,8 +515,11 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let main = async {
         let mut accepting: Vec<Task<()>> = listeners
             .into_iter()
-            .map(|l| executor.spawn(Arc::clone(&http).serve(l)))
+            .map(|l| executor.spawn(Arc::clone(&http).serve(l, None)))
             .collect();
+        for listener in tls_listeners {
+            accepting.push(executor.spawn(Arc::clone(&http).serve(listener, tls.clone())));
+        }
         if let Some(listener) = legacy_listener {
             accepting.push(executor.spawn(Arc::clone(&legacy).serve(listener)));
         }

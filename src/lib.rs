@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod apns;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -29,5 +30,7 @@ pub mod metrics;
 pub mod pass;
 pub mod plugin;
 pub mod privacy;
+pub mod privileges;
+pub mod secrets;
 pub mod service;
 pub mod store;

@@ -22,6 +22,8 @@ pub struct Limits {
     pub plugin_idle_timeout: Duration,
     /// Once a request has started, its head and body must arrive within this.
     pub plugin_request_timeout: Duration,
+    /// A TLS plugin connection must finish its handshake within this.
+    pub tls_handshake_timeout: Duration,
     /// Longest request line read from a legacy-socket plugin.
     pub max_legacy_line: usize,
     /// A legacy-socket plugin must send its whole line within this (the old
@@ -73,6 +75,7 @@ impl Default for Limits {
             // the process lives; a generous idle window avoids churn.
             plugin_idle_timeout: Duration::from_secs(15 * 60),
             plugin_request_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             max_legacy_line: 16 * 1024,
             legacy_read_timeout: Duration::from_secs(5),
             max_mailboxes_per_device: 256,
@@ -106,3 +109,6 @@ pub const PROVIDER_TOKEN_MIN_INTERVAL: Duration = Duration::from_secs(20 * 60);
 
 /// The startup report warns when a certificate has fewer days left.
 pub const CERT_WARN_DAYS: i64 = 30;
+
+/// Largest file read for a secret (`plugin_auth = "@/path"`): one short line.
+pub const MAX_SECRET_FILE: usize = 4096;

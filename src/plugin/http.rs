@@ -5,6 +5,10 @@
 //! mostly idle connections. An idle connection here owns no buffer: it waits
 //! for readability, and only then allocates. httparse reads the request
 //! head; the bodies are always `Content-Length` framed.
+//!
+//! The same code serves plain TCP and TLS connections ([`PluginStream`]).
+//! Each kind is spawned as its own future, so a plain connection's state
+//! does not grow by a TLS session it does not have.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
@@ -13,13 +17,42 @@ use std::time::{Duration, Instant};
 
 use async_executor::Executor;
 use async_io::{Async, Timer};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::server::TlsStream;
+use futures_rustls::TlsAcceptor;
 
 use super::{json, FrontEndStats};
 use crate::admin;
+use crate::auth::{self, PluginAuth, Verdict};
 use crate::clock::within;
 use crate::limits::Limits;
 use crate::service::{NotifyOutcome, Service, ServiceError};
+
+/// A connection the front end can serve: plain TCP or TLS over it.
+pub trait PluginStream: AsyncRead + AsyncWrite + Unpin {
+    /// Resolves when a read would return data (or an error) without waiting.
+    fn ready(&mut self) -> impl std::future::Future<Output = std::io::Result<()>>;
+}
+
+impl PluginStream for Async<TcpStream> {
+    fn ready(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        self.readable()
+    }
+}
+
+impl PluginStream for TlsStream<Async<TcpStream>> {
+    async fn ready(&mut self) -> std::io::Result<()> {
+        let (tcp, session) = self.get_mut();
+        // Records already read may hold a whole request: the socket would
+        // not become readable for it again.
+        match session.process_new_packets() {
+            Ok(state) if state.plaintext_bytes_to_read() == 0 && !session.wants_write() => {
+                tcp.readable().await
+            }
+            _ => Ok(()), // data, or an error the next read reports
+        }
+    }
+}
 
 /// What one listener needs.
 pub struct HttpFrontEnd {
@@ -29,11 +62,14 @@ pub struct HttpFrontEnd {
     pub executor: Arc<Executor<'static>>,
     /// What `GET /health` and `GET /metrics` read.
     pub report: Arc<crate::metrics::Sources>,
+    /// Credentials every request must carry (see [`auth::open_path`]).
+    pub auth: Option<PluginAuth>,
 }
 
 impl HttpFrontEnd {
-    /// Accepts connections until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: Async<TcpListener>) {
+    /// Accepts connections until the task is dropped; with `tls`, each
+    /// connection first completes a TLS handshake.
+    pub async fn serve(self: Arc<Self>, listener: Async<TcpListener>, tls: Option<TlsAcceptor>) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(pair) => pair,
@@ -55,22 +91,36 @@ impl HttpFrontEnd {
                 continue;
             };
             let this = Arc::clone(&self);
-            self.executor
-                .spawn(async move {
+            // Two spawns, not one future with two branches: the plain one
+            // must not be sized for a TLS session.
+            match &tls {
+                None => self.executor.spawn(async move {
                     this.connection(stream, peer).await;
                     drop(slot);
-                })
-                .detach();
+                }),
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    self.executor.spawn(async move {
+                        match within(this.limits.tls_handshake_timeout, handshake).await {
+                            Some(Ok(stream)) => this.connection(stream, peer).await,
+                            Some(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                            None => log::debug!("TLS handshake with {peer} timed out"),
+                        }
+                        drop(slot);
+                    })
+                }
+            }
+            .detach();
         }
     }
 
-    async fn connection(&self, mut stream: Async<TcpStream>, peer: SocketAddr) {
+    async fn connection<S: PluginStream>(&self, mut stream: S, peer: SocketAddr) {
         let limits = &self.limits;
         let mut buf = InBuf::default();
         loop {
             if buf.is_empty() {
                 buf.release(); // hold no memory while idle
-                match within(limits.plugin_idle_timeout, stream.readable()).await {
+                match within(limits.plugin_idle_timeout, stream.ready()).await {
                     Some(Ok(())) => {}
                     Some(Err(_)) => return,
                     None => {
@@ -167,6 +217,15 @@ impl HttpFrontEnd {
 
     async fn route(&self, head: &Head, body: &[u8], peer: SocketAddr) -> Reply {
         let path = head.path.split('?').next().unwrap_or_default();
+        if let Some(auth) = &self.auth {
+            if !auth::open_path(path, admin::peer_allowed(&peer)) {
+                let verdict = auth.verify(head.authorization.as_deref());
+                if verdict != Verdict::Accepted {
+                    let reason = format!("{} {path}: {}", head.method, verdict.reason());
+                    return Reply::error(401, &reason).with_challenge();
+                }
+            }
+        }
         match (path, head.method.as_str()) {
             ("/register", "POST") => match json::register(body) {
                 Ok(request) => match self.service.register(request).await {
@@ -224,9 +283,9 @@ impl HttpFrontEnd {
         }
     }
 
-    async fn answer(
+    async fn answer<S: PluginStream>(
         &self,
-        stream: &mut Async<TcpStream>,
+        stream: &mut S,
         peer: SocketAddr,
         reply: Reply,
         close: bool,
@@ -246,7 +305,11 @@ impl HttpFrontEnd {
             }
         }
         let bytes = reply.encode(close);
-        match within(self.limits.plugin_request_timeout, stream.write_all(&bytes)).await {
+        let write = async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await // TLS holds records until flushed
+        };
+        match within(self.limits.plugin_request_timeout, write).await {
             Some(result) => result,
             None => Err(std::io::ErrorKind::TimedOut.into()),
         }
@@ -318,8 +381,8 @@ impl InBuf {
 }
 
 /// Reads what is available (keeping at most `cap` bytes buffered) before `deadline`.
-async fn read_more(
-    stream: &mut Async<TcpStream>,
+async fn read_more<S: PluginStream>(
+    stream: &mut S,
     buf: &mut InBuf,
     cap: usize,
     deadline: Instant,
@@ -350,6 +413,8 @@ struct Head {
     keep_alive: bool,
     /// The request carries [`admin::ADMIN_HEADER`].
     admin_header: bool,
+    /// The `Authorization` value; only compared, never logged.
+    authorization: Option<Vec<u8>>,
 }
 
 impl Head {
@@ -390,6 +455,7 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
         chunked: false,
         keep_alive: version >= 1,
         admin_header: false,
+        authorization: None,
     };
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
@@ -401,6 +467,11 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
                 return Err(Reply::error(400, "conflicting Content-Length headers"));
             }
             head.content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            if head.authorization.is_some() {
+                return Err(Reply::error(400, "more than one Authorization header"));
+            }
+            head.authorization = Some(h.value.to_vec());
         } else if h.name.eq_ignore_ascii_case(admin::ADMIN_HEADER) {
             head.admin_header = true;
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -428,6 +499,8 @@ struct Reply {
     reason: Option<String>,
     allow: Option<&'static str>,
     content_type: &'static str,
+    /// Send `WWW-Authenticate: Basic realm="xapsd"` (with 401).
+    challenge: bool,
 }
 
 impl Reply {
@@ -438,6 +511,7 @@ impl Reply {
             reason: None,
             allow: None,
             content_type: PLAIN,
+            challenge: false,
         }
     }
 
@@ -461,6 +535,7 @@ impl Reply {
             reason: None,
             allow: None,
             content_type: PLAIN,
+            challenge: false,
         }
     }
 
@@ -471,7 +546,13 @@ impl Reply {
             reason: Some(reason.to_owned()),
             allow: None,
             content_type: PLAIN,
+            challenge: false,
         }
+    }
+
+    fn with_challenge(mut self) -> Reply {
+        self.challenge = true;
+        self
     }
 
     fn with_allow(mut self, methods: &'static str) -> Reply {
@@ -484,6 +565,7 @@ impl Reply {
             200 => "OK",
             204 => "No Content",
             400 => "Bad Request",
+            401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
@@ -501,6 +583,9 @@ impl Reply {
         }
         if let Some(methods) = self.allow {
             out.push_str(&format!("Allow: {methods}\r\n"));
+        }
+        if self.challenge {
+            out.push_str("WWW-Authenticate: Basic realm=\"xapsd\"\r\n");
         }
         if close {
             out.push_str("Connection: close\r\n");
@@ -582,6 +667,10 @@ mod tests {
     fn encodes_replies() {
         let r = Reply::ok("topic".into()).encode(false);
         assert_eq!(r, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 5\r\n\r\ntopic");
+        let r = Reply::error(401, "no").with_challenge().encode(false);
+        assert!(r.starts_with(b"HTTP/1.1 401 Unauthorized\r\n"));
+        let challenge = b"\r\nWWW-Authenticate: Basic realm=\"xapsd\"\r\n";
+        assert!(r.windows(challenge.len()).any(|w| w == challenge));
         let r = Reply::status(204).encode(true);
         assert_eq!(r, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
     }

@@ -316,6 +316,5 @@ fn since_epoch(t: SystemTime) -> std::time::Duration {
 }
 
 fn write_file(path: &Path, contents: &[u8]) {
-    std::fs::write(path, contents)
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    super::tempdir::write_private(path, contents);
 }

@@ -42,13 +42,21 @@ impl TempDir {
         self.path.join(name)
     }
 
-    /// Writes `contents` to `name` inside the directory and returns its path.
+    /// Writes `contents` to `name` inside the directory (mode 0600: test
+    /// files are keys and passwords) and returns its path.
     pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.join(name);
-        std::fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        write_private(&path, contents);
         path
     }
+}
+
+/// Writes a file readable by its owner only, as the daemon wants secrets.
+pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
 impl Drop for TempDir {
