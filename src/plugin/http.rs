@@ -80,14 +80,8 @@ impl HttpFrontEnd {
                     continue;
                 }
             };
-            let Some(slot) = self.stats.admit(self.limits.max_plugin_connections) else {
-                let n = self.stats.refused_over_limit.load(Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    log::warn!(
-                        "plugin connection from {peer} closed: {} already open ({n} refused so far)",
-                        self.limits.max_plugin_connections
-                    );
-                }
+            let who = format_args!("plugin connection from {peer}");
+            let Some(slot) = self.stats.admit(self.limits.max_plugin_connections, &who) else {
                 continue;
             };
             let this = Arc::clone(&self);

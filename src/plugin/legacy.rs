@@ -430,14 +430,10 @@ impl LegacyFrontEnd {
                     continue;
                 }
             };
-            let Some(slot) = self.stats.admit(self.limits.max_plugin_connections) else {
-                let n = self.stats.refused_over_limit.load(Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    log::warn!(
-                        "legacy plugin connection closed: {} already open ({n} refused so far)",
-                        self.limits.max_plugin_connections
-                    );
-                }
+            let Some(slot) = self.stats.admit(
+                self.limits.max_plugin_connections,
+                &"legacy plugin connection",
+            ) else {
                 continue;
             };
             let this = Arc::clone(&self);

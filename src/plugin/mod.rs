@@ -23,9 +23,14 @@ pub struct FrontEndStats {
 impl FrontEndStats {
     /// Counts a new connection unless `max` are already open; the returned
     /// slot un-counts it when dropped, however the connection task ends.
-    pub fn admit(self: &Arc<Self>, max: usize) -> Option<OpenSlot> {
+    /// A refusal is logged, at doubling intervals so a flood cannot fill
+    /// the log; `who` names the connection in that line.
+    pub fn admit(self: &Arc<Self>, max: usize, who: &dyn std::fmt::Display) -> Option<OpenSlot> {
         if self.open.load(Ordering::Relaxed) >= max {
-            self.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+            let n = self.refused_over_limit.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                log::warn!("{who} closed: {max} already open ({n} refused so far)");
+            }
             return None;
         }
         self.open.fetch_add(1, Ordering::Relaxed);
