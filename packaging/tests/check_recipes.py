@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The aports and OpenWrt SDK recipes agree with the package declaration.
 
-  check_recipes.py
+  check_recipes.py          check
+  check_recipes.py --fix    first rewrite the APKBUILD's sha512sums of its
+                            local sources (what `abuild checksum` does)
 
 packaging/alpine/APKBUILD and openwrt/Makefile build from source with their
 own tools, so they name the installed files again. This checks that they
@@ -19,7 +21,18 @@ import sys
 from pkgtest import ROOT, Checks, declaration
 
 
+def fix_sums() -> None:
+    path = ROOT / "packaging/alpine/APKBUILD"
+    text = path.read_text()
+    for name in ("xapsd.initd", "xapsd.confd"):
+        digest = hashlib.sha512((ROOT / "packaging/alpine" / name).read_bytes()).hexdigest()
+        text = re.sub(rf"^[0-9a-f]{{128}}  {re.escape(name)}$", f"{digest}  {name}", text, flags=re.M)
+    path.write_text(text)
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--fix"]:
+        fix_sums()
     c = Checks()
     decl = declaration()
     pkg = decl["package"]
@@ -39,7 +52,8 @@ def main() -> int:
         digest, name = line.split()
         local = ROOT / "packaging/alpine" / name
         if local.exists():
-            c.equal(digest, hashlib.sha512(local.read_bytes()).hexdigest(), f"APKBUILD sha512 of {name}")
+            c.equal(digest, hashlib.sha512(local.read_bytes()).hexdigest(),
+                    f"APKBUILD sha512 of {name} (after a change: check_recipes.py --fix)")
 
     makefile = (ROOT / "openwrt/Makefile").read_text()
     mvar = dict(re.findall(r"^(PKG_\w+):=(.*)$", makefile, re.M))
