@@ -106,15 +106,17 @@ mkdir -p "$out/logs"
 install_tools
 
 # Compile the targets of each toolchain together first: one target's
-# single-threaded LTO link overlaps the others' compiles. Best effort: the
-# per-target builds below are what count, and they only package when this
-# already built their binary.
+# single-threaded LTO link overlaps the others' compiles. If that works,
+# the per-target step below only packages those binaries; if not, each
+# target is built on its own, so the failing one is named.
+prebuilt=""
 if [ "${XAPSD_GROUP_COMPILE:-1}" != 0 ]; then
 	say "compile $(echo "$targets" | tr -s ' \n' '  ')"
 	t0="$(date +%s)"
 	# shellcheck disable=SC2086 # a list of target names
 	if packaging/build.sh --compile-only $targets > "$out/logs/compile.log" 2>&1; then
 		echo "--> compiled in $(($(date +%s) - t0))s"
+		prebuilt=1
 	else
 		echo "--> grouped compile failed after $(($(date +%s) - t0))s; building one by one (log: $out/logs/compile.log)"
 	fi
@@ -125,7 +127,12 @@ for t in $targets; do
 	say "build $t"
 	t0="$(date +%s)"
 	rm -rf "${out:?}/$t"
-	if packaging/build.sh "$t" "$out/$t" > "$out/logs/build_$t.log" 2>&1; then
+	if [ -n "$prebuilt" ]; then
+		set -- env XAPSD_BINARY="$CARGO_TARGET_DIR/$t/release/xapsd" packaging/build.sh
+	else
+		set -- packaging/build.sh
+	fi
+	if "$@" "$t" "$out/$t" > "$out/logs/build_$t.log" 2>&1; then
 		secs=$(($(date +%s) - t0))
 		bytes="$(wc -c < "$out/$t/xapsd" | tr -d ' ')"
 		sizes="$sizes
