@@ -10,8 +10,9 @@
 //! All timers use the monotonic clock, so a wall-clock jump neither fires
 //! every held push at once nor starves them.
 
+use portable_atomic::AtomicU64;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 

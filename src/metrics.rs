@@ -86,7 +86,7 @@ pub fn health(src: &Sources, now: i64) -> Health {
 pub fn metrics(src: &Sources, now: i64) -> String {
     let mut out = Metrics(String::with_capacity(2048));
     let d = src.dispatcher.stats();
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let load = |a: &portable_atomic::AtomicU64| a.load(Ordering::Relaxed);
 
     out.family(
         "xapsd_registrations",

@@ -10,7 +10,8 @@
 //! the next push opens a fresh connection with it, and the old connection
 //! closes by itself once its in-flight streams are done.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use portable_atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_executor::Executor;

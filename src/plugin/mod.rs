@@ -7,7 +7,8 @@ pub mod http;
 pub mod json;
 pub mod legacy;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use portable_atomic::AtomicU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Connection and request counters of one front end, for metrics.
