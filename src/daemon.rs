@@ -347,13 +347,34 @@ fn privilege_plan(config: &Config) -> Result<Plan, PrivilegeError> {
         user: config.daemon_user.clone(),
         group: config.daemon_group.clone(),
     };
-    privileges::decide(
+    let plan = privileges::decide(
         nix::unistd::geteuid(),
         &target,
         config.allow_root,
         privileges::resolve,
-    )
+    );
+    // Packages create the `xapsd` account; a root user trying xapsd from a
+    // checkout has none. With nothing configured, run as `nobody` rather
+    // than refuse (or stay root), and say how to do better.
+    match plan {
+        Err(PrivilegeError::NoSuchUser(name))
+            if name == crate::config::DEFAULT_USER && target.group.is_none() =>
+        {
+            log::warn!(
+                "user `{name}` does not exist: running as `nobody`; create `{name}`                  (e.g. `useradd --system {name}`) for an account of its own"
+            );
+            let nobody = Target {
+                user: FALLBACK_USER.to_owned(),
+                group: None,
+            };
+            privileges::decide(nix::unistd::geteuid(), &nobody, false, privileges::resolve)
+        }
+        other => other,
+    }
 }
+
+/// Who a root-started daemon runs as when the default account is missing.
+const FALLBACK_USER: &str = "nobody";
 
 /// Hands what the daemon must still write to the account, then switches.
 fn drop_privileges(

@@ -4,7 +4,7 @@
 //! needs root only to bind, to create the legacy socket in Dovecot's run
 //! directory, to open the store and to read key files that only root may
 //! read; a daemon that parses network input must not keep it afterwards.
-//! So after those steps it switches to `user`/`group` (supplementary groups
+//! So after those steps it switches to `daemon_user`/`daemon_group` (supplementary groups
 //! first, then the group, then the user, the only order that works) and
 //! then checks that the switch happened and cannot be undone. Staying root
 //! takes an explicit `allow_root: true`. Started as any other user there is
@@ -60,7 +60,7 @@ pub enum PrivilegeError {
 
 impl fmt::Display for PrivilegeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HINT: &str = "create it (e.g. `adduser -S -D -H xapsd` or `useradd --system xapsd`), set `user`/`group`, or set `allow_root: true` to stay root";
+        const HINT: &str = "create it (e.g. `adduser -S -D -H xapsd` or `useradd --system xapsd`), set `daemon_user`/`daemon_group`, or set `allow_root: true` to stay root";
         match self {
             PrivilegeError::Lookup { what, source } => {
                 write!(f, "cannot look up {what}: {source}")
