@@ -413,7 +413,7 @@ impl Config {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(|| PathBuf::from("."));
         self.db = Some(state.join("xapsd").join("xapsd.redb"));
-        Some("/var/lib/xapsd is not writable for this user")
+        Some("/var/lib/xapsd is missing or not writable for this user")
     }
 }
 

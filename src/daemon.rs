@@ -361,7 +361,7 @@ fn privilege_plan(config: &Config) -> Result<Plan, PrivilegeError> {
             if name == crate::config::DEFAULT_USER && target.group.is_none() =>
         {
             log::warn!(
-                "user `{name}` does not exist: running as `nobody`; create `{name}`                  (e.g. `useradd --system {name}`) for an account of its own"
+                "user `{name}` does not exist: running as `nobody`; create `{name}` (e.g. `useradd --system {name}`) for an account of its own"
             );
             let nobody = Target {
                 user: FALLBACK_USER.to_owned(),
