@@ -277,7 +277,10 @@ fn started_as_root_without_the_user_it_refuses_to_start() {
 
 #[test]
 fn started_as_root_with_no_xapsd_account_it_runs_as_nobody() {
-    let xapsd_exists = nix::unistd::User::from_name("xapsd").ok().flatten().is_some();
+    let xapsd_exists = nix::unistd::User::from_name("xapsd")
+        .ok()
+        .flatten()
+        .is_some();
     if !nix::unistd::geteuid().is_root() || xapsd_exists {
         eprintln!("SKIPPED: needs root and no `xapsd` account (a checkout, not a package)");
         return;
@@ -286,10 +289,18 @@ fn started_as_root_with_no_xapsd_account_it_runs_as_nobody() {
     let daemon = Daemon::start(DaemonConfig::new().without("allow_root"));
     daemon.wait_log("user `xapsd` does not exist: running as `nobody`", TIMEOUT);
     daemon.wait_log("dropped root privileges: running as nobody", TIMEOUT);
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
     assert_eq!(proc_ids(daemon.pid().unwrap(), "Uid:"), vec![nobody; 4]);
     let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
-    assert_eq!(plugin.replay_fixture("01-register.http").unwrap().status, 200, "store still writable");
+    assert_eq!(
+        plugin.replay_fixture("01-register.http").unwrap().status,
+        200,
+        "store still writable"
+    );
 }
 
 fn chmod(path: &Path, mode: u32) {
