@@ -149,11 +149,17 @@ impl Dispatcher {
 
     /// Anything else: hold for `delay_secs`, folding into a push already held.
     pub fn hold(&self, device: &Device) {
+        self.hold_unless_waiting(Job::for_device(device), self.inner.delay);
+    }
+
+    /// Holds `job` for `wait`, unless a push for its device is already held
+    /// or queued: that one covers this too.
+    fn hold_unless_waiting(&self, job: Job, wait: Duration) {
         let mut held = self.held();
-        if held.by_token.contains_key(&device.token) || held.queued.contains(&device.token) {
+        if held.by_token.contains_key(&job.push.token) || held.queued.contains(&job.push.token) {
             return;
         }
-        self.hold_job(&mut held, Job::for_device(device), self.inner.delay);
+        self.hold_job(&mut held, job, wait);
     }
 
     fn hold_job(&self, held: &mut Held, job: Job, wait: Duration) {
@@ -307,7 +313,7 @@ impl Dispatcher {
                 self.credential_alarm(status, reason);
                 job.attempts += 1;
                 let wait = self.backoff(job.attempts).max(Duration::from_secs(60));
-                self.retry(job, wait);
+                self.hold_unless_waiting(job, wait);
             }
             Outcome::Retry {
                 after, ref reason, ..
@@ -324,21 +330,13 @@ impl Dispatcher {
                 }
                 stats.retried.fetch_add(1, Ordering::Relaxed);
                 let wait = after.unwrap_or_else(|| self.backoff(job.attempts));
-                self.retry(job, wait);
+                self.hold_unless_waiting(job, wait);
             }
             Outcome::Rejected { status, ref reason } => {
                 stats.given_up.fetch_add(1, Ordering::Relaxed);
                 log::warn!("APNs refused a push for good ({status} {reason}); dropped");
             }
         }
-    }
-
-    fn retry(&self, job: Job, wait: Duration) {
-        let mut held = self.held();
-        if held.by_token.contains_key(&job.push.token) || held.queued.contains(&job.push.token) {
-            return; // a newer push for this device is already waiting
-        }
-        self.hold_job(&mut held, job, wait);
     }
 
     fn backoff(&self, attempts: u32) -> Duration {
