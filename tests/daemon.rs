@@ -6,9 +6,10 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::certs::{PemFiles, TestCa, TEST_TOPIC};
+use support::apple::Apple;
+use support::certs::{TestCa, TEST_TOPIC};
 use support::daemon::{Daemon, DaemonConfig};
-use support::mock_apns::{Answer, MockApns};
+use support::mock_apns::Answer;
 use support::plugin::{fixture_dir, PluginClient};
 use support::TIMEOUT;
 
@@ -16,32 +17,6 @@ const ALICE_TOKEN: &str = "29183902189318908219083092830981093810293098290183109
 const ALICE_ACCOUNT: &str = "0715A26B-CA09-4730-A419-793000CA982E";
 const BOB_TOKEN: &str = "abababababababababababababababababababababababababababababababab";
 const BOB_ACCOUNT: &str = "B0B00000-0000-0000-0000-000000000001";
-
-/// A CA, a mock APNs trusting it, and a push certificate for `TEST_TOPIC`.
-struct Apple {
-    ca: TestCa,
-    mock: MockApns,
-    push: PemFiles,
-}
-
-impl Apple {
-    fn new() -> Apple {
-        let ca = TestCa::new();
-        let mock = MockApns::start(&ca);
-        let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
-        Apple { ca, mock, push }
-    }
-
-    fn daemon(&self, delay_secs: u64) -> Daemon {
-        Daemon::start(self.config(delay_secs))
-    }
-
-    fn config(&self, delay_secs: u64) -> DaemonConfig {
-        DaemonConfig::new()
-            .apns(&self.mock, &self.push)
-            .num("delay_secs", delay_secs)
-    }
-}
 
 fn register_json(account: &str, token: &str, user: &str, mailboxes: &[&str]) -> String {
     let boxes: Vec<String> = mailboxes.iter().map(|m| format!("\"{m}\"")).collect();

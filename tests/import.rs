@@ -10,6 +10,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
+use support::apple::Apple;
 use support::certs::{TestCa, RSA_KEY_PKCS1_PEM, TEST_TOPIC};
 use support::daemon::{Daemon, DaemonConfig};
 use support::mock_apns::MockApns;
@@ -93,9 +94,11 @@ fn go_registrations_are_imported_once_and_pushed_to() {
     assert_eq!(listing(&db), before);
 
     // The daemon pushes to what was imported, and holds the store meanwhile.
-    let ca = TestCa::new();
-    let mock = MockApns::start(&ca);
-    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    let Apple {
+        ca: _ca,
+        mock,
+        push,
+    } = Apple::new();
     let daemon = Daemon::start(
         DaemonConfig::new()
             .apns(&mock, &push)

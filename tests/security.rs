@@ -9,9 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::certs::{TestCa, TEST_TOPIC};
+use support::apple::Apple;
+use support::certs::TEST_TOPIC;
 use support::daemon::{json_string, Daemon, DaemonConfig};
-use support::mock_apns::MockApns;
 use support::plugin::PluginClient;
 use support::TIMEOUT;
 
@@ -38,9 +38,11 @@ fn assert_no_secret_logged(daemon: &Daemon) {
 
 #[test]
 fn basic_auth_captures_pass_and_everything_else_gets_401() {
-    let ca = TestCa::new();
-    let mock = MockApns::start(&ca);
-    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    let Apple {
+        ca: _ca,
+        mock,
+        push,
+    } = Apple::new();
     let daemon = Daemon::start(
         DaemonConfig::new()
             .apns(&mock, &push)
@@ -106,9 +108,11 @@ fn basic_auth_captures_pass_and_everything_else_gets_401() {
 
 #[test]
 fn credentials_from_a_file_and_the_operator_commands_send_them() {
-    let ca = TestCa::new();
-    let mock = MockApns::start(&ca);
-    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    let Apple {
+        ca: _ca,
+        mock,
+        push,
+    } = Apple::new();
     let dir = support::tempdir::TempDir::new("auth-file");
     let secret = dir.join("plugin-auth");
     private_file(&secret, &format!("{USER}:{PASSWORD}\n"));
@@ -309,9 +313,11 @@ fn chmod(path: &Path, mode: u32) {
 
 #[test]
 fn secret_files_readable_by_others_stop_the_start_with_the_fix() {
-    let ca = TestCa::new();
-    let mock = MockApns::start(&ca);
-    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    let Apple {
+        ca: _ca,
+        mock,
+        push,
+    } = Apple::new();
     chmod(&push.key, 0o640);
     let mut daemon = Daemon::spawn(DaemonConfig::new().apns(&mock, &push));
     assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(1));
@@ -420,9 +426,7 @@ fn read_tls_response(stream: &mut impl std::io::Read, pending: &mut Vec<u8>) -> 
 fn the_tls_listener_serves_the_same_api_with_the_same_auth() {
     use std::io::Write;
     use std::sync::Arc;
-    let ca = TestCa::new();
-    let mock = MockApns::start(&ca);
-    let push = ca.write(&ca.push_cert(TEST_TOPIC), "push");
+    let Apple { ca, mock, push } = Apple::new();
     let server = ca.write(&ca.server_cert(), "tls");
     let daemon = Daemon::start(
         DaemonConfig::new()

@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod apple;
 pub mod certs;
 pub mod daemon;
 pub mod jwt;
