@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""lintian on every .deb, then a real install of the one this machine runs.
+
+  check_debian.py <deb>...
+
+1. `lintian` over all the packages in one run: no error-level tags (the
+   static binary's tag is overridden in the package); every tag is printed.
+2. As root, on a Debian machine whose architecture one of the packages has:
+   `dpkg -i`, and the result checked: the xapsd system user and group,
+   the state folder, the config owned by xapsd 0600 (dpkg-statoverride),
+   the unit enabled the way deb-systemd-helper does. Reinstalled over a Go
+   daemon's /var/lib/xapsd/database.json, postinst names `xapsd import-go`.
+   The daemon started by hand as xapsd on a free loopback port answers a
+   register and stores it. `dpkg -r` keeps the config and the user,
+   `dpkg --purge` leaves nothing behind: no file, user, group, override,
+   unit state or state folder that was not there before.
+   A machine that already has xapsd installed, a xapsd user or
+   /var/lib/xapsd is left alone (that step fails instead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pkgtest import Checks
+from smoke import REGISTER, START_TIMEOUT, free_port, post
+
+# Where a package's traces would stay behind: paths naming xapsd.
+SCAN = ["/etc", "/lib/systemd", "/usr/lib/systemd", "/usr/bin", "/usr/sbin", "/usr/share/doc",
+        "/usr/share/man/man8", "/usr/share/lintian/overrides", "/var/lib", "/run"]
+ACCOUNT_FILES = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"]
+GO_DATABASE = {"Users": {}}
+
+
+def traces() -> set[str]:
+    found = set()
+    for top in SCAN:
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames + filenames:
+                if "xapsd" in name:
+                    found.add(os.path.join(dirpath, name))
+    for path in ACCOUNT_FILES:
+        if os.path.exists(path):
+            for line in Path(path).read_text().splitlines():
+                if line.split(":", 1)[0] == "xapsd":
+                    found.add(f"{path}: {line.split(':', 1)[0]}")
+    statoverride = Path("/var/lib/dpkg/statoverride")
+    if statoverride.exists() and "xapsd" in statoverride.read_text():
+        found.add("dpkg-statoverride entry")
+    return found
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True,
+                          env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def lintian(c: Checks, debs: list[str]) -> None:
+    r = run("lintian", "--fail-on", "error", "--show-overrides", *debs)
+    tags = [line for line in r.stdout.splitlines() if line[:2] in ("E:", "W:", "I:", "O:", "P:", "X:")]
+    for line in tags:
+        print(f"     lintian: {line}")
+    errors = [line for line in tags if line.startswith("E:")]
+    c.check(r.returncode == 0 and not errors, f"lintian: no errors in {len(debs)} package(s)",
+            "\n".join(errors) or r.stderr.strip())
+    c.check(any("statically-linked-binary" in line for line in tags if line.startswith("O:")),
+            "lintian: the static binary's tag is overridden, not missing", tags)
+
+
+def start_by_hand(c: Checks, port: int) -> None:
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(["runuser", "-u", "xapsd", "--", "/usr/bin/xapsd", "run", "--config",
+                             "/etc/xapsd/xapsd.json", "--listen", f"127.0.0.1:{port}"],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        want = f"listening on 127.0.0.1:{port}".encode()
+        deadline = time.monotonic() + START_TIMEOUT
+        up = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            log.seek(0)
+            if want in log.read():
+                up = True
+                break
+            time.sleep(0.1)
+        log.seek(0)
+        if c.check(up, "the daemon started by hand as xapsd listens", log.read()[-2000:].decode(errors="replace")):
+            status, body = post(port, "/register", REGISTER)
+            c.equal(status, 200, "it answers a register on 127.0.0.1")
+            daemon = run("pgrep", "-u", "xapsd", "-x", "xapsd")
+            c.check(daemon.returncode == 0, "the process runs as xapsd")
+            store = Path("/var/lib/xapsd/xapsd.redb")
+            c.check(store.exists() and store.owner() == "xapsd", "the store is /var/lib/xapsd/xapsd.redb, xapsd's")
+        proc.send_signal(signal.SIGTERM)
+        c.equal(proc.wait(timeout=30), 0, "SIGTERM -> exit 0")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def host_install(c: Checks, deb: str) -> None:
+    before = traces()
+    busy = run("dpkg-query", "-W", "-f", "${Status}", "xapsd").stdout
+    if not c.check("installed" not in busy and not {t for t in before if "passwd" in t or t == "/var/lib/xapsd"},
+                   "this machine has no xapsd yet (not touching an existing one)", sorted(before)):
+        return
+    try:
+        r = run("dpkg", "-i", deb)
+        if not c.check(r.returncode == 0, "dpkg -i exits 0", r.stdout + r.stderr):
+            return
+        c.check("import-go" not in r.stdout, "no import hint without a Go database")
+        user = run("getent", "passwd", "xapsd").stdout.strip().split(":")
+        c.check(len(user) == 7 and int(user[2]) < 1000, "the xapsd system user exists", user)
+        c.equal(user[5:] if len(user) == 7 else None, ["/var/lib/xapsd", "/usr/sbin/nologin"],
+                "its home is /var/lib/xapsd, no login shell")
+        group = run("getent", "group", "xapsd").stdout.strip().split(":")
+        c.check(len(user) == 7 and len(group) == 4 and group[2] == user[3], "the xapsd group is its primary group")
+        state = Path("/var/lib/xapsd")
+        c.check(state.is_dir() and state.owner() == "xapsd" and state.stat().st_mode & 0o777 == 0o750,
+                "/var/lib/xapsd is xapsd's, 0750")
+        conf = Path("/etc/xapsd/xapsd.json")
+        c.check(conf.owner() == "xapsd" and conf.stat().st_mode & 0o777 == 0o600,
+                "/etc/xapsd/xapsd.json is xapsd's, 0600 (dpkg-statoverride)")
+        c.equal(run("dpkg-statoverride", "--list", str(conf)).stdout.split(), ["xapsd", "xapsd", "0600", str(conf)],
+                "the owner is a dpkg-statoverride")
+        wants = Path("/etc/systemd/system/multi-user.target.wants/xapsd.service")
+        c.check(wants.is_symlink() and os.readlink(wants) == "/lib/systemd/system/xapsd.service",
+                "deb-systemd-helper enabled the unit")
+        c.check(Path("/lib/systemd/system/xapsd.service").is_file(), "the unit is in /lib/systemd/system")
+
+        (state / "database.json").write_text(json.dumps(GO_DATABASE))
+        r = run("dpkg", "-i", deb)
+        c.check(r.returncode == 0 and "xapsd import-go" in r.stdout,
+                "reinstalled beside a Go database.json, postinst names xapsd import-go", r.stdout + r.stderr)
+        c.equal(len(run("getent", "passwd", "xapsd").stdout.splitlines()), 1, "the user is not made twice")
+
+        start_by_hand(c, free_port())
+
+        r = run("dpkg", "-r", "xapsd")
+        c.equal(r.returncode, 0, "dpkg -r exits 0")
+        c.check(not Path("/usr/bin/xapsd").exists() and conf.exists()
+                and run("getent", "passwd", "xapsd").returncode == 0,
+                "removed: the binary is gone, the config and the user stay")
+    finally:
+        r = run("dpkg", "--purge", "xapsd")
+    c.equal(r.returncode, 0, f"dpkg --purge exits 0 {r.stderr.strip()}".rstrip())
+    left = sorted(traces() - before)
+    c.equal(left, [], "dpkg --purge leaves nothing behind (files, user, group, override, unit state)")
+
+
+def main() -> int:
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    debs = sys.argv[1:]
+    c = Checks()
+    lintian(c, debs)
+    host = run("dpkg", "--print-architecture").stdout.strip()
+    native = [d for d in debs if d.endswith(f"_{host}.deb")]
+    if os.geteuid() != 0:
+        print(f"skip host install: needs root")
+    elif not native:
+        print(f"skip host install: no package for {host or 'this machine'}")
+    else:
+        host_install(c, native[0])
+    return c.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
