@@ -88,20 +88,21 @@ def source_date_epoch() -> int:
     return int(time.time())
 
 
-def file_data(spec: dict, binary: Path, mtime: int) -> bytes | None:
+def file_data(spec: dict, binary: Path) -> bytes | None:
     """What a declared file holds: None for a directory; `gzip = true`
-    compresses it (Debian's changelog and man page)."""
+    compresses it (Debian's changelog and man page) with no time in the
+    gzip header, as `gzip -n` and lintian want."""
     if spec.get("dir"):
         return None
     data = (binary if spec["from"] == "@binary" else ROOT / spec["from"]).read_bytes()
-    return gz(data, mtime) if spec.get("gzip") else data
+    return gz(data, 0) if spec.get("gzip") else data
 
 
-def gather_files(flavor: dict, binary: Path, mtime: int = 0) -> list[Entry]:
+def gather_files(flavor: dict, binary: Path) -> list[Entry]:
     files = []
     for spec in flavor["files"]:
         uid, _, gid = spec.get("owner", "0:0").partition(":")
-        files.append(Entry(spec["path"], int(spec["mode"], 8), file_data(spec, binary, mtime),
+        files.append(Entry(spec["path"], int(spec["mode"], 8), file_data(spec, binary),
                            int(uid), int(gid or uid)))
     return files
 
@@ -485,7 +486,7 @@ def build(target: str, binary: Path, out: Path, decl: dict | None = None) -> lis
         arch = arches.get(flavor_name)
         if not arch:
             continue
-        files = gather_files(flavor, binary, mtime)
+        files = gather_files(flavor, binary)
         if flavor_name == "debian":
             built = build_deb(pkg, flavor, arch, files, mtime)
             if built:

@@ -306,8 +306,9 @@ def check_deb(c: Checks, path: Path, decl: dict, target: str, binary: bytes) -> 
         spec = next(f for f in flavor["files"] if f["path"] == p)
         got = content.get(p, b"")
         if spec.get("gzip"):
-            c.check(got[:2] == b"\x1f\x8b" and gzip.decompress(got) == src and got[3] & 0x08 == 0,
-                    f"{label}: {p} is {spec['from']}, gzip'd without a file name")
+            c.check(got[:2] == b"\x1f\x8b" and gzip.decompress(got) == src and got[3] & 0x08 == 0
+                    and got[4:8] == bytes(4),
+                    f"{label}: {p} is {spec['from']}, gzip'd without a file name or time")
         else:
             c.check(got == src, f"{label}: {p} is {spec['from']}")
     sums = ctrl.get("./md5sums", (None, b""))[1].decode().splitlines()
