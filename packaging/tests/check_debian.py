@@ -16,6 +16,11 @@
    unit state or state folder that was not there before.
    A machine that already has xapsd installed, a xapsd user or
    /var/lib/xapsd is left alone (that step fails instead).
+3. The upgrade from the Go daemon's package: a stand-in `xapsd 1.2-1`
+   (its binary, unit, `/etc/xapsd/xapsd.yaml` conffile, user, and a purge
+   script that deletes /var/lib/xapsd) is installed with a database.json,
+   then ours: dpkg upgrades it in place, the Go database stays and
+   postinst names `xapsd import-go`; purging ours afterwards leaves nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +42,22 @@ SCAN = ["/etc", "/lib/systemd", "/usr/lib/systemd", "/usr/bin", "/usr/sbin", "/u
         "/usr/share/man/man8", "/usr/share/lintian/overrides", "/var/lib", "/run"]
 ACCOUNT_FILES = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"]
 GO_DATABASE = {"Users": {}}
+GO_VERSION = "1.2-1"
+# The Go daemon's package as a stand-in: what matters for the upgrade is
+# its name, files, user, and a purge that deletes the state folder.
+GO_POSTINST = """#!/bin/sh
+set -e
+if [ "$1" = configure ] && ! getent passwd xapsd > /dev/null; then
+	adduser --system --group --quiet --home /var/lib/xapsd xapsd
+fi
+"""
+GO_POSTRM = """#!/bin/sh
+set -e
+if [ "$1" = purge ]; then
+	rm -rf /var/lib/xapsd
+	deluser --system --quiet xapsd 2> /dev/null || true
+fi
+"""
 
 
 def traces() -> set[str]:
@@ -161,6 +182,59 @@ def host_install(c: Checks, deb: str) -> None:
     c.equal(left, [], "dpkg --purge leaves nothing behind (files, user, group, override, unit state)")
 
 
+def go_package(tmp: Path, arch: str) -> Path:
+    root = tmp / "go"
+    files = {
+        "usr/bin/xapsd": ("#!/bin/sh\necho go xapsd\n", 0o755),
+        "etc/xapsd/xapsd.yaml": ("loglevel: info\ndatabaseFile: /var/lib/xapsd/database.json\n", 0o644),
+        "lib/systemd/system/xapsd.service": ("[Service]\nExecStart=/usr/bin/xapsd\n", 0o644),
+        "DEBIAN/control": (f"Package: xapsd\nVersion: {GO_VERSION}\nArchitecture: {arch}\n"
+                           "Maintainer: stand-in <go@example.invalid>\nDepends: adduser\n"
+                           "Description: stand-in for the Go daemon's package\n", 0o644),
+        "DEBIAN/conffiles": ("/etc/xapsd/xapsd.yaml\n", 0o644),
+        "DEBIAN/postinst": (GO_POSTINST, 0o755),
+        "DEBIAN/postrm": (GO_POSTRM, 0o755),
+    }
+    for rel, (text, mode) in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+    deb = tmp / "xapsd-go.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)],
+                   check=True, capture_output=True)
+    return deb
+
+
+def upgrade_from_go(c: Checks, deb: str, arch: str) -> None:
+    before = traces()
+    if not c.check(not before & {"/var/lib/xapsd", "/usr/bin/xapsd"}, "no xapsd left before the Go upgrade test",
+                   sorted(before)):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        go = go_package(Path(tmp), arch)
+        try:
+            r = run("dpkg", "-i", str(go))
+            if not c.check(r.returncode == 0, f"the Go stand-in xapsd {GO_VERSION} installs", r.stdout + r.stderr):
+                return
+            Path("/var/lib/xapsd").mkdir(exist_ok=True)
+            Path("/var/lib/xapsd/database.json").write_text(json.dumps(GO_DATABASE))
+            r = run("dpkg", "-i", deb)
+            c.check(r.returncode == 0 and f"over ({GO_VERSION})" in r.stdout,
+                    "ours installs as an upgrade of the Go package (dpkg: 'over 1.2-1')", r.stdout + r.stderr)
+            version = run("dpkg-query", "-W", "-f", "${Version}", "xapsd").stdout
+            c.check(version.startswith("1:"), "the installed xapsd is ours (epoch 1)", version)
+            c.check(Path("/var/lib/xapsd/database.json").exists() and "xapsd import-go" in r.stdout,
+                    "the Go database.json is kept and postinst names xapsd import-go", r.stdout)
+            c.check(Path("/usr/bin/xapsd").read_bytes()[:4] == b"\x7fELF", "/usr/bin/xapsd is ours now")
+            state = Path("/var/lib/xapsd")
+            c.check(state.owner() == "xapsd", "the state folder is xapsd's")
+        finally:
+            r = run("dpkg", "--purge", "xapsd")
+        c.equal(r.returncode, 0, "purging ours after the upgrade exits 0")
+        c.equal(sorted(traces() - before), [], "and leaves nothing of either package behind")
+
+
 def main() -> int:
     if len(sys.argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -176,6 +250,7 @@ def main() -> int:
         print(f"skip host install: no package for {host or 'this machine'}")
     else:
         host_install(c, native[0])
+        upgrade_from_go(c, native[0], host)
     return c.finish()
 
 
