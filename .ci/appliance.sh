@@ -78,6 +78,7 @@ install_tools() {
 	# The NAS packages: .deb checks, the OCI image.
 	have dpkg-deb || apt_missing="$apt_missing dpkg"
 	have adduser || apt_missing="$apt_missing adduser"
+	have deb-systemd-helper || apt_missing="$apt_missing init-system-helpers"
 	have lintian || apt_missing="$apt_missing lintian"
 	have umoci || apt_missing="$apt_missing umoci"
 	have skopeo || apt_missing="$apt_missing skopeo"

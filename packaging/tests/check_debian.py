@@ -118,8 +118,9 @@ def start_by_hand(c: Checks, port: int) -> None:
         if c.check(up, "the daemon started by hand as xapsd listens", log.read()[-2000:].decode(errors="replace")):
             status, body = post(port, "/register", REGISTER)
             c.equal(status, 200, "it answers a register on 127.0.0.1")
-            daemon = run("pgrep", "-u", "xapsd", "-x", "xapsd")
-            c.check(daemon.returncode == 0, "the process runs as xapsd")
+            uid = run("id", "-u", "xapsd").stdout.strip()
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            c.check(f"\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n" in status, "the process runs as xapsd", status)
             store = Path("/var/lib/xapsd/xapsd.redb")
             c.check(store.exists() and store.owner() == "xapsd", "the store is /var/lib/xapsd/xapsd.redb, xapsd's")
         proc.send_signal(signal.SIGTERM)
