@@ -218,11 +218,16 @@ def check_spk(c: Checks, path: Path) -> None:
         c.equal(conf.get("db"), f"{var}/xapsd.redb", f"{label}: the store is in $SYNOPKG_PKGVAR")
         c.equal(oct(conf_path.stat().st_mode & 0o777) if conf_path.exists() else None, oct(0o600),
                 f"{label}: the settings file is 0600")
+        c.equal(script("start-stop-status", "status").returncode, 3, f"{label}: status before start is 3")
+        conf_path.write_text(json.dumps(dict(conf, no_such_key=1)))
+        r = script("start-stop-status", "start")
+        c.check(r.returncode == 1 and "not usable" in r.stderr, f"{label}: start refuses unusable settings",
+                r.stderr)
+        c.equal(script("start-stop-status", "status").returncode, 3, f"{label}: and nothing runs")
+
         port = free_port()
         conf["listen"] = [f"127.0.0.1:{port}"]
         conf_path.write_text(json.dumps(conf))
-
-        c.equal(script("start-stop-status", "status").returncode, 3, f"{label}: status before start is 3")
         r = script("start-stop-status", "start")
         log = (var / "xapsd.log").read_text() if (var / "xapsd.log").exists() else ""
         c.check(r.returncode == 0, f"{label}: start exits 0", f"{r.stderr.strip()}\n{log[-2000:]}")
