@@ -1,7 +1,8 @@
 #!/bin/sh
 # Appliance builds for CI: cross-build xapsd for the five router/NAS
 # targets, run each binary under qemu-user-static for a real smoke test,
-# build every target's packages and check them.
+# build every target's packages (and the amd64 + arm64 container image)
+# and check them.
 #
 #   .ci/appliance.sh            everything
 #   XAPSD_TARGETS="aarch64-unknown-linux-musl" .ci/appliance.sh
@@ -74,6 +75,13 @@ install_tools() {
 	have shellcheck || apt_missing="$apt_missing shellcheck"
 	have systemd-analyze || apt_missing="$apt_missing systemd"
 	have chroot || apt_missing="$apt_missing coreutils"
+	# The NAS packages: .deb checks, the OCI image.
+	have dpkg-deb || apt_missing="$apt_missing dpkg"
+	have adduser || apt_missing="$apt_missing adduser"
+	have deb-systemd-helper || apt_missing="$apt_missing init-system-helpers"
+	have lintian || apt_missing="$apt_missing lintian"
+	have umoci || apt_missing="$apt_missing umoci"
+	have skopeo || apt_missing="$apt_missing skopeo"
 	if [ -n "$apt_missing" ]; then
 		say "apt-get install$apt_missing"
 		apt-get update -qq
@@ -155,6 +163,35 @@ $t $bytes ${secs}s"
 	tally "packages $t" python3 packaging/tests/check_packages.py "$t" "$out/$t"
 	tally "install $t" python3 packaging/tests/check_install.py "$t" "$out/$t"
 done
+
+# The container image takes the amd64 and arm64 layers built above.
+oci_ready=1
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+	[ -f "$out/$t/xapsd" ] || oci_ready=""
+done
+if [ -n "$oci_ready" ]; then
+	say "container image (packaging/build-oci.sh)"
+	t0="$(date +%s)"
+	if packaging/build-oci.sh "$out" > "$out/logs/build_oci.log" 2>&1; then
+		echo "--> built the OCI image in $(($(date +%s) - t0))s"
+		passed=$((passed + 1))
+		tally "oci" python3 packaging/tests/check_oci.py "$out"
+	else
+		tail -n 40 "$out/logs/build_oci.log"
+		echo "--> build-oci.sh: FAILED (log: $out/logs/build_oci.log)"
+		failed=$((failed + 1))
+		failures="$failures build_oci"
+	fi
+fi
+
+set --
+for deb in "$out"/*/debian/*.deb; do
+	[ ! -f "$deb" ] || set -- "$@" "$deb"
+done
+if [ $# -gt 0 ]; then
+	say "Debian packages: lintian, dpkg -i / --purge on this machine"
+	tally "debian" python3 packaging/tests/check_debian.py "$@"
+fi
 
 say "scripts, init scripts, systemd unit, recipes"
 set --

@@ -8,7 +8,10 @@
 # call then finds the binary fresh and only packages it.)
 #
 # Writes <out-dir>/xapsd (static, stripped), <out-dir>/openwrt/*.ipk and
-# *.apk, and <out-dir>/alpine/*.apk where Alpine has the architecture.
+# *.apk, and where the distribution has the architecture <out-dir>/alpine/
+# *.apk, <out-dir>/debian/*.deb, <out-dir>/synology/*.spk and the container
+# image's layer <out-dir>/oci/xapsd-layer-<arch>.tar (packaging/build-oci.sh
+# makes the image from the amd64 and arm64 ones).
 #
 # Needs cargo-zigbuild and zig (pip install ziglang cargo-zigbuild); MIPS
 # and armv7 also a nightly toolchain with rust-src, for -Zbuild-std.

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Build xapsd's OpenWrt .ipk and .apk v2 packages from packaging/xapsd.pkg.toml.
+"""Build xapsd's packages from packaging/xapsd.pkg.toml: .ipk, .apk, .deb, .spk, OCI layer.
 
 Python 3.11 standard library only, so it runs wherever the build does.
 
   mkpkg.py --target aarch64-unknown-linux-musl --binary path/to/xapsd --out DIR
 
 writes DIR/openwrt/xapsd_<ver>-<rel>_<arch>.ipk and DIR/openwrt/xapsd-<ver>-r<rel>.apk,
-and, for targets Alpine has, DIR/alpine/xapsd-<ver>-r<rel>.apk.
+and, for targets the distribution has, DIR/alpine/xapsd-<ver>-r<rel>.apk,
+DIR/debian/xapsd_<ver>_<arch>.deb, DIR/synology/xapsd-<ver>-<rel>-<arch>.spk and
+DIR/oci/xapsd-layer-<arch>.tar (packaging/build-oci.sh makes the image).
 
 Formats, as the package managers read them:
 - ipk (opkg, OpenWrt 23.05/24.10): a gzip'd tar (not ar) of ./debian-binary,
@@ -18,6 +20,13 @@ Formats, as the package managers read them:
   regular file carries an APK-TOOLS.checksum.SHA1 pax header (apk 3 refuses
   files without one). .PKGINFO's datahash is the SHA-256 of the second
   stream. Unsigned: install with `apk add --allow-untrusted`.
+- deb (dpkg, apt): a native Debian package made by dpkg-deb from a staged
+  tree with DEBIAN/control, conffiles, md5sums and the maintainer scripts.
+  Skipped, with a warning, where dpkg-deb is missing.
+- spk (Synology DSM 7): an uncompressed tar of INFO, package.tgz (the files
+  under /var/packages/xapsd/target), scripts/, conf/ and the two icons.
+- OCI layer: an uncompressed tar of the image's root file system, for
+  `umoci raw add-layer`.
 """
 
 from __future__ import annotations
@@ -27,9 +36,11 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -44,6 +55,8 @@ class Entry:
     path: str  # absolute path inside the package, e.g. /usr/bin/xapsd
     mode: int
     data: bytes | None  # None for a directory
+    uid: int = 0
+    gid: int = 0
 
 
 def load_declaration(path: Path = DECLARATION) -> dict:
@@ -75,21 +88,33 @@ def source_date_epoch() -> int:
     return int(time.time())
 
 
+def file_data(spec: dict, binary: Path) -> bytes | None:
+    """What a declared file holds: None for a directory; `gzip = true`
+    compresses it (Debian's changelog and man page) with no time in the
+    gzip header, as `gzip -n` and lintian want."""
+    if spec.get("dir"):
+        return None
+    data = (binary if spec["from"] == "@binary" else ROOT / spec["from"]).read_bytes()
+    return gz(data, 0) if spec.get("gzip") else data
+
+
 def gather_files(flavor: dict, binary: Path) -> list[Entry]:
     files = []
     for spec in flavor["files"]:
-        src = binary if spec["from"] == "@binary" else ROOT / spec["from"]
-        files.append(Entry(spec["path"], int(spec["mode"], 8), src.read_bytes()))
+        uid, _, gid = spec.get("owner", "0:0").partition(":")
+        files.append(Entry(spec["path"], int(spec["mode"], 8), file_data(spec, binary),
+                           int(uid), int(gid or uid)))
     return files
 
 
 def with_parent_dirs(files: list[Entry]) -> list[Entry]:
+    declared = {e.path for e in files}
     dirs = set()
     for e in files:
         parts = e.path.strip("/").split("/")[:-1]
         for i in range(1, len(parts) + 1):
             dirs.add("/" + "/".join(parts[:i]))
-    entries = [Entry(d, 0o755, None) for d in sorted(dirs)]
+    entries = [Entry(d, 0o755, None) for d in sorted(dirs - declared)]
     return entries + sorted(files, key=lambda e: e.path)
 
 
@@ -115,8 +140,9 @@ def tar_bytes(entries: list[Entry], fmt: int, mtime: int, *, root_entry: bool,
         name = prefix + e.path.lstrip("/")
         ti = tarfile.TarInfo(name + ("/" if e.data is None and prefix else ""))
         ti.mode, ti.mtime = e.mode, mtime
-        ti.uid = ti.gid = 0
-        ti.uname = ti.gname = "root"
+        ti.uid, ti.gid = e.uid, e.gid
+        ti.uname = "root" if e.uid == 0 else ""
+        ti.gname = "root" if e.gid == 0 else ""
         if e.data is None:
             ti.type = tarfile.DIRTYPE
             tar.addfile(ti)
@@ -291,6 +317,156 @@ def build_apk(pkg: dict, flavor: dict, arch: str, files: list[Entry], scripts: d
     return control + data
 
 
+# ---------------------------------------------------------------- Debian
+
+def deb_version(pkg: dict, flavor: dict) -> str:
+    """Native package: [epoch:]upstream, a Cargo pre-release `-rc1` as `~rc1`
+    so that it sorts before the release."""
+    upstream = pkg["version"].replace("-", "~")
+    return f"{flavor['epoch']}:{upstream}" if flavor.get("epoch") else upstream
+
+
+def deb_installed_size(files: list[Entry]) -> int:
+    """KiB, counted as dpkg-gencontrol does: each file rounded up, 1 per directory."""
+    return sum((len(e.data) + 1023) // 1024 if e.data is not None else 1 for e in files)
+
+
+def deb_description(pkg: dict) -> str:
+    paragraphs = [one_line(p) for p in pkg.get("long_description", "").strip().split("\n\n") if p.strip()]
+    lines = [one_line(pkg["description"])]
+    for i, para in enumerate(paragraphs):
+        if i:
+            lines.append(" .")
+        line = ""
+        for word in para.split():
+            if line and len(line) + 1 + len(word) > 72:
+                lines.append(" " + line)
+                line = word
+            else:
+                line = f"{line} {word}" if line else word
+        if line:
+            lines.append(" " + line)
+    return "\n".join(lines)
+
+
+def deb_control(pkg: dict, flavor: dict, arch: str, files: list[Entry]) -> str:
+    fields = [
+        ("Package", pkg["name"]),
+        ("Version", deb_version(pkg, flavor)),
+        ("Architecture", arch),
+        ("Maintainer", pkg["maintainer"]),
+        ("Installed-Size", str(deb_installed_size(with_parent_dirs(files)))),
+        ("Depends", ", ".join(flavor.get("depends", []))),
+        ("Section", pkg["section"]),
+        ("Priority", flavor.get("priority", "optional")),
+        ("Homepage", pkg["url"]),
+        ("Description", deb_description(pkg)),
+    ]
+    return "".join(f"{k}: {v}\n" for k, v in fields if v)
+
+
+def build_deb(pkg: dict, flavor: dict, arch: str, files: list[Entry], mtime: int) -> tuple[str, bytes] | None:
+    """Stage the tree and let dpkg-deb build it (owners root, mtimes clamped
+    to SOURCE_DATE_EPOCH, xz)."""
+    if shutil.which("dpkg-deb") is None:
+        print("mkpkg: dpkg-deb not found, no .deb (apt-get install dpkg)", file=sys.stderr)
+        return None
+    confs = conffiles(flavor)
+    with tempfile.TemporaryDirectory(prefix="xapsd-deb-") as tmp:
+        stage = Path(tmp) / "root"
+        for e in with_parent_dirs(files):
+            path = stage / e.path.lstrip("/")
+            if e.data is None:
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(e.data)
+            path.chmod(e.mode)
+        meta = stage / "DEBIAN"
+        meta.mkdir()
+        control = [("control", deb_control(pkg, flavor, arch, files).encode(), 0o644)]
+        if confs:
+            control.append(("conffiles", "".join(c + "\n" for c in confs).encode(), 0o644))
+        # md5sums lists the files dpkg checks (debsums); conffiles have their own.
+        sums = "".join(f"{hashlib.md5(e.data).hexdigest()}  {e.path.lstrip('/')}\n"
+                       for e in sorted(files, key=lambda e: e.path)
+                       if e.data is not None and e.path not in confs)
+        control.append(("md5sums", sums.encode(), 0o644))
+        for name, src in sorted(flavor.get("scripts", {}).items()):
+            control.append((name, (ROOT / src).read_bytes(), 0o755))
+        for name, data, mode in control:
+            (meta / name).write_bytes(data)
+            (meta / name).chmod(mode)
+        meta.chmod(0o755)
+        for path in [stage, *stage.rglob("*")]:
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+        name = f"{pkg['name']}_{deb_version(pkg, flavor).split(':', 1)[-1]}_{arch}.deb"
+        deb = Path(tmp) / name
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(mtime))
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(stage), str(deb)],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        return name, deb.read_bytes()
+
+
+# ---------------------------------------------------------------- Synology
+
+def spk_version(pkg: dict, flavor: dict) -> str:
+    """DSM's `X.Y.Z-BUILD`: digits only, so a Cargo pre-release is dropped."""
+    return f"{pkg['version'].split('-')[0]}-{flavor['release']}"
+
+
+def spk_info(pkg: dict, flavor: dict, arch: str, package_tgz: bytes, size: int, mtime: int) -> str:
+    def quoted(v: str) -> str:
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    description = one_line(pkg.get("long_description") or pkg["description"])
+    fields = [
+        ("package", pkg["name"]),
+        ("version", spk_version(pkg, flavor)),
+        ("os_min_ver", flavor["os_min_ver"]),
+        ("description", description),
+        ("arch", arch),
+        ("maintainer", pkg["maintainer"]),
+        ("maintainer_url", pkg["url"]),
+        ("displayname", flavor.get("displayname", pkg["name"])),
+        ("thirdparty", "yes"),
+        ("ctl_stop", "yes"),
+        ("extractsize", str((size + 1023) // 1024)),
+        ("checksum", hashlib.md5(package_tgz).hexdigest()),
+        ("create_time", time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(mtime))),
+    ]
+    return "".join(f"{k}={quoted(v)}\n" for k, v in fields)
+
+
+def build_spk(pkg: dict, flavor: dict, arch: str, files: list[Entry], mtime: int) -> tuple[str, bytes]:
+    import icons  # packaging/icons.py, beside this file
+
+    package_tgz = gz(tar_bytes(with_parent_dirs(files), tarfile.USTAR_FORMAT, mtime,
+                               root_entry=False), mtime)
+    entries = [
+        Entry("/INFO", 0o644, spk_info(pkg, flavor, arch, package_tgz,
+                                       installed_size(files), mtime).encode()),
+        Entry("/package.tgz", 0o644, package_tgz),
+    ]
+    entries.append(Entry("/scripts", 0o755, None))
+    entries += [Entry(f"/scripts/{k}", 0o755, (ROOT / v).read_bytes())
+                for k, v in sorted(flavor["scripts"].items())]
+    entries.append(Entry("/conf", 0o755, None))
+    entries += [Entry(f"/conf/{k}", 0o644, (ROOT / v).read_bytes())
+                for k, v in sorted(flavor["conf"].items())]
+    entries += [Entry("/PACKAGE_ICON.PNG", 0o644, icons.png(64)),
+                Entry("/PACKAGE_ICON_256.PNG", 0o644, icons.png(256))]
+    blob = tar_bytes(entries, tarfile.USTAR_FORMAT, mtime, root_entry=False)
+    return f"{pkg['name']}-{spk_version(pkg, flavor)}-{arch}.spk", blob
+
+
+# ---------------------------------------------------------------- OCI
+
+def build_oci_layer(files: list[Entry], arch: str, mtime: int) -> tuple[str, bytes]:
+    """The image's whole root file system as one uncompressed layer tar."""
+    blob = tar_bytes(with_parent_dirs(files), tarfile.PAX_FORMAT, mtime, root_entry=False)
+    return f"xapsd-layer-{arch}.tar", blob
+
+
 def build(target: str, binary: Path, out: Path, decl: dict | None = None) -> list[Path]:
     decl = decl or load_declaration()
     pkg = decl["package"]
@@ -311,7 +487,15 @@ def build(target: str, binary: Path, out: Path, decl: dict | None = None) -> lis
         if not arch:
             continue
         files = gather_files(flavor, binary)
-        if flavor_name == "openwrt":
+        if flavor_name == "debian":
+            built = build_deb(pkg, flavor, arch, files, mtime)
+            if built:
+                write("debian", *built)
+        elif flavor_name == "synology":
+            write("synology", *build_spk(pkg, flavor, arch, files, mtime))
+        elif flavor_name == "oci":
+            write("oci", *build_oci_layer(files, arch, mtime))
+        elif flavor_name == "openwrt":
             if "ipk" in flavor["formats"]:
                 write("openwrt", *build_ipk(pkg, flavor, arch, files, mtime))
             if "apk" in flavor["formats"]:

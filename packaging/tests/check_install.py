@@ -9,19 +9,30 @@ is a static busybox, then runs the package's own scripts:
 - .ipk: postinst (makes the xapsd user, enables and starts the procd
   service from the shipped /etc/config/xapsd) and prerm (stops, disables);
 - OpenWrt .apk: .post-install and .pre-deinstall, the same way;
-- Alpine .apk: .pre-install, twice (an upgrade runs it again).
+- Alpine .apk: .pre-install, twice (an upgrade runs it again);
+- Synology .spk, where the binary runs on this machine: package.tgz
+  unpacked into a temp $SYNOPKG_PKGDEST, postinst writes the settings into
+  a temp $SYNOPKG_PKGVAR, then start-stop-status status (3), start, status
+  (0), a register answered, stop, status (3), run as an unprivileged user
+  as DSM does.
 OpenWrt's functions.sh, rc.common and procd, and busybox's adduser and
 addgroup (Debian's static busybox lacks them), are the tests' stand-ins.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from pkgtest import (Checks, extract, find_packages, gunzip, gzip_members, install_standin,
                      make_root, run_in_root, tar_members)
+from smoke import REGISTER, free_port, post
 
 PROCD_START = "set_param [command] [/usr/bin/xapsd] [run] [--config] [/var/etc/xapsd.json]"
 
@@ -162,6 +173,90 @@ def check_alpine_apk(c: Checks, path: Path) -> None:
         shutil.rmtree(root)
 
 
+# Rust targets whose binaries this machine runs without qemu.
+NATIVE = {"x86_64": "x86_64-unknown-linux-musl", "aarch64": "aarch64-unknown-linux-musl"}
+# DSM runs the scripts as the package user; here: nobody.
+NOBODY = 65534
+
+
+def check_spk(c: Checks, path: Path) -> None:
+    label = f"installed {path.name}"
+    members = tar_members(path.read_bytes())
+    tmp = Path(tempfile.mkdtemp(prefix="xapsd-spk-"))
+    try:
+        dest, var, scripts = tmp / "target", tmp / "var", tmp / "scripts"
+        for d in (dest, var, scripts):
+            d.mkdir()
+        extract(gunzip(members["package.tgz"][1]), dest)
+        for name, (ti, data) in members.items():
+            if name.startswith("scripts/") and data is not None:
+                (tmp / name).write_bytes(data)
+                (tmp / name).chmod(0o755)
+        as_root = os.geteuid() == 0
+        if as_root:
+            os.chmod(tmp, 0o755)
+            for p in (var, *var.rglob("*")):
+                os.chown(p, NOBODY, NOBODY)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYNOPKG_PKGNAME": "xapsd",
+               "SYNOPKG_PKGDEST": str(dest), "SYNOPKG_PKGVAR": str(var)}
+
+        def script(name: str, *args: str) -> subprocess.CompletedProcess:
+            cmd = [str(scripts / name), *args]
+            if as_root:
+                cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--"] + cmd
+            return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+        for name in ("preinst", "postinst"):
+            r = script(name)
+            c.check(r.returncode == 0, f"{label}: {name} exits 0", r.stderr.strip())
+        conf_path = var / "xapsd.json"
+        try:
+            conf = json.loads(conf_path.read_text())
+        except (OSError, ValueError) as e:
+            conf = {}
+            c.check(False, f"{label}: postinst wrote $SYNOPKG_PKGVAR/xapsd.json", e)
+        c.equal(conf.get("db"), f"{var}/xapsd.redb", f"{label}: the store is in $SYNOPKG_PKGVAR")
+        c.equal(oct(conf_path.stat().st_mode & 0o777) if conf_path.exists() else None, oct(0o600),
+                f"{label}: the settings file is 0600")
+        c.equal(script("start-stop-status", "status").returncode, 3, f"{label}: status before start is 3")
+        conf_path.write_text(json.dumps(dict(conf, no_such_key=1)))
+        r = script("start-stop-status", "start")
+        c.check(r.returncode == 1 and "not usable" in r.stderr, f"{label}: start refuses unusable settings",
+                r.stderr)
+        c.equal(script("start-stop-status", "status").returncode, 3, f"{label}: and nothing runs")
+
+        port = free_port()
+        conf["listen"] = [f"127.0.0.1:{port}"]
+        conf_path.write_text(json.dumps(conf))
+        r = script("start-stop-status", "start")
+        log = (var / "xapsd.log").read_text() if (var / "xapsd.log").exists() else ""
+        c.check(r.returncode == 0, f"{label}: start exits 0", f"{r.stderr.strip()}\n{log[-2000:]}")
+        c.equal(script("start-stop-status", "status").returncode, 0, f"{label}: status while running is 0")
+        pid = int((var / "xapsd.pid").read_text()) if (var / "xapsd.pid").exists() else 0
+        if pid:
+            uid = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                       if line.startswith("Uid:"))
+            c.equal(uid, NOBODY if as_root else os.geteuid(), f"{label}: the daemon runs as the package user")
+        status, body = post(port, "/register", REGISTER)
+        c.equal(status, 200, f"{label}: the started daemon answers a register")
+        c.equal(script("start-stop-status", "start").returncode, 0, f"{label}: a second start is a no-op")
+        c.equal(script("start-stop-status", "stop").returncode, 0, f"{label}: stop exits 0")
+        c.equal(script("start-stop-status", "status").returncode, 3, f"{label}: status after stop is 3")
+        c.check(pid and not Path(f"/proc/{pid}").exists(), f"{label}: the daemon is gone after stop")
+        c.check((var / "xapsd.redb").exists(), f"{label}: the store was made in $SYNOPKG_PKGVAR")
+        r = script("postinst")
+        c.check(r.returncode == 0 and json.loads(conf_path.read_text()).get("listen") == conf["listen"],
+                f"{label}: postinst again (upgrade) keeps the settings")
+        for name in ("preupgrade", "postupgrade", "preuninst", "postuninst"):
+            c.equal(script(name).returncode, 0, f"{label}: {name} exits 0")
+        c.equal(script("start-stop-status", "stop").returncode, 0, f"{label}: stop when stopped exits 0")
+    finally:
+        pidfile = tmp / "var" / "xapsd.pid"
+        if pidfile.exists():
+            subprocess.run(["kill", "-9", pidfile.read_text().strip()], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     if len(sys.argv) != 3:
         print(__doc__, file=sys.stderr)
@@ -175,6 +270,8 @@ def main() -> int:
         check_openwrt_apk(c, found["openwrt-apk"])
     if "alpine-apk" in found:
         check_alpine_apk(c, found["alpine-apk"])
+    if "spk" in found and NATIVE.get(platform.machine()) == sys.argv[1]:
+        check_spk(c, found["spk"])
     return c.finish()
 
 

@@ -7,16 +7,27 @@ Unpacks each .ipk and .apk with tar/gzip and checks it against
 packaging/xapsd.pkg.toml: every control field, apk's datahash and the
 per-file APK-TOOLS.checksum.SHA1 pax headers, no pax headers inside an ipk,
 file modes and owners 0/0, conffiles present in the data.
+The .deb is read with dpkg-deb (-f, -I, -c, --fsys-tarfile): fields,
+control members, conffiles, md5sums, changelog and copyright. The .spk:
+its members, INFO keys, icon sizes, conf/ JSON, package.tgz. The OCI
+layer: files, owners, the image user's passwd entry.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
+import re
+import stat
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
 from pkgtest import Checks, declaration, find_packages, gunzip, gzip_members, raw_tar_headers, tar_members, ROOT
+import icons  # noqa: E402 (packaging/, on the path through pkgtest)
+import mkpkg  # noqa: E402
 
 IPK_FIELDS = ["Package", "Version", "Depends", "Source", "License", "Section",
               "Maintainer", "Architecture", "Installed-Size", "Description"]
@@ -24,8 +35,11 @@ PKGINFO_FIELDS = ["pkgname", "pkgver", "pkgdesc", "url", "arch", "license", "siz
 
 
 def expected_files(flavor: dict, binary: bytes) -> dict[str, tuple[int, bytes]]:
+    """Declared regular files: path -> (mode, content before any gzip)."""
     files = {}
     for spec in flavor["files"]:
+        if spec.get("dir"):
+            continue
         data = binary if spec["from"] == "@binary" else (ROOT / spec["from"]).read_bytes()
         files[spec["path"]] = (int(spec["mode"], 8), data)
     return files
@@ -206,6 +220,236 @@ def check_apk(c: Checks, path: Path, decl: dict, target: str, binary: bytes, fla
             c.equal(oct(ti.mode), oct(0o755), f"{label}: {name} mode")
 
 
+# ---------------------------------------------------------------- Debian
+
+DEB_FIELDS = ["Package", "Version", "Architecture", "Maintainer", "Installed-Size", "Depends",
+              "Section", "Priority", "Homepage", "Description"]
+
+
+def dpkg_deb(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["dpkg-deb", *args], capture_output=True)
+
+
+def check_deb(c: Checks, path: Path, decl: dict, target: str, binary: bytes) -> None:
+    pkg, flavor = decl["package"], decl["flavor"]["debian"]
+    arch = decl["targets"][target]["debian"]
+    label = path.name
+    version = mkpkg.deb_version(pkg, flavor)
+    c.equal(label, f"{pkg['name']}_{version.split(':', 1)[-1]}_{arch}.deb", f"{label}: file name")
+
+    r = dpkg_deb("-f", str(path))
+    if not c.check(r.returncode == 0, f"{label}: dpkg-deb -f reads it", r.stderr.decode()):
+        return
+    fields: dict[str, str] = {}
+    key = ""
+    for line in r.stdout.decode().splitlines():
+        if line.startswith(" ") and key:
+            fields[key] += "\n" + line
+        else:
+            key, _, value = line.partition(": ")
+            fields[key] = value
+    for f in DEB_FIELDS:
+        c.check(bool(fields.get(f)), f"{label}: control has {f}")
+    c.equal(fields.get("Package"), pkg["name"], f"{label}: Package")
+    c.equal(fields.get("Version"), version, f"{label}: Version is epoch:Cargo version (native)")
+    c.check(version.startswith(f"{flavor['epoch']}:") and "-" not in version,
+            f"{label}: epoch {flavor['epoch']}, no Debian revision", version)
+    c.equal(fields.get("Architecture"), arch, f"{label}: Architecture is Debian's name")
+    c.equal(fields.get("Depends"), "adduser", f"{label}: Depends: adduser")
+    c.equal(fields.get("Section"), "mail", f"{label}: Section: mail")
+    c.equal(fields.get("Priority"), "optional", f"{label}: Priority: optional")
+    c.equal(fields.get("Homepage"), pkg["url"], f"{label}: Homepage")
+    c.equal(fields.get("Maintainer"), pkg["maintainer"], f"{label}: Maintainer")
+    desc = fields.get("Description", "").split("\n")
+    c.equal(desc[0], pkg["description"], f"{label}: Description synopsis")
+    c.check(len(desc) >= 3 and all(line.startswith(" ") and len(line) <= 80 for line in desc[1:]),
+            f"{label}: Description has an extended part (indented lines of at most 80)", desc)
+
+    r = dpkg_deb("-I", str(path))
+    info = r.stdout.decode()
+    members = re.findall(r"^\s+\d+ bytes,\s+\d+ lines\s+(\*?)\s+(\S+)", info, re.M)
+    c.equal(sorted(name for _, name in members),
+            ["conffiles", "control", "md5sums", "postinst", "postrm", "prerm"],
+            f"{label}: dpkg-deb -I lists the control members")
+    c.equal(sorted(name for star, name in members if star), ["postinst", "postrm", "prerm"],
+            f"{label}: the maintainer scripts are executable")
+
+    ctrl = tar_members(dpkg_deb("--ctrl-tarfile", str(path)).stdout)
+    conffiles = ctrl.get("./conffiles", (None, b""))[1].decode().split()
+    c.equal(conffiles, ["/etc/xapsd/xapsd.json"], f"{label}: conffiles is /etc/xapsd/xapsd.json")
+    for name, src in flavor["scripts"].items():
+        got = ctrl.get("./" + name, (None, None))[1]
+        c.check(got == (ROOT / src).read_bytes(), f"{label}: {name} is {src}")
+
+    # dpkg-deb -c: "perms owner/group size date time ./path"
+    r = dpkg_deb("-c", str(path))
+    listing = [line.split(None, 5) for line in r.stdout.decode().splitlines()]
+    owners = {parts[1] for parts in listing}
+    c.equal(owners, {"root/root"}, f"{label}: dpkg-deb -c: everything root/root")
+    listed = {parts[5].lstrip(".").rstrip("/") or "/": parts[0] for parts in listing}
+    want = expected_files(flavor, binary)
+    regular = sorted(p for p, perms in listed.items() if perms.startswith("-"))
+    c.equal(regular, sorted(want), f"{label}: dpkg-deb -c: exactly the declared files")
+    for p, (mode, _) in want.items():
+        c.equal(listed.get(p), stat.filemode(mode | stat.S_IFREG), f"{label}: {p} mode")
+    for p in ("/usr/bin/xapsd", "/lib/systemd/system/xapsd.service", "/etc/xapsd/xapsd.json",
+              "/usr/share/doc/xapsd/copyright", "/usr/share/doc/xapsd/changelog.gz",
+              "/usr/share/lintian/overrides/xapsd"):
+        c.check(p in listed, f"{label}: ships {p}")
+    dirs = [p for p, perms in listed.items() if perms.startswith("d") and perms != "drwxr-xr-x"]
+    c.equal(dirs, [], f"{label}: directories are 0755")
+
+    data = tar_members(dpkg_deb("--fsys-tarfile", str(path)).stdout)
+    content = {n.lstrip(".") : d for n, (ti, d) in data.items() if ti.isfile()}
+    for p, (_, src) in want.items():
+        spec = next(f for f in flavor["files"] if f["path"] == p)
+        got = content.get(p, b"")
+        if spec.get("gzip"):
+            c.check(got[:2] == b"\x1f\x8b" and gzip.decompress(got) == src and got[3] & 0x08 == 0
+                    and got[4:8] == bytes(4),
+                    f"{label}: {p} is {spec['from']}, gzip'd without a file name or time")
+        else:
+            c.check(got == src, f"{label}: {p} is {spec['from']}")
+    sums = ctrl.get("./md5sums", (None, b""))[1].decode().splitlines()
+    listed_sums = dict(reversed(line.split("  ", 1)) for line in sums)
+    c.equal(sorted("/" + p for p in listed_sums), sorted(p for p in content if p not in conffiles),
+            f"{label}: md5sums names every file but the conffiles")
+    bad = [p for p, md5 in listed_sums.items() if hashlib.md5(content.get("/" + p, b"")).hexdigest() != md5]
+    c.equal(bad, [], f"{label}: md5sums match")
+    installed = sum((len(d) + 1023) // 1024 for d in content.values()) + sum(
+        1 for p, perms in listed.items() if perms.startswith("d") and p != "/")
+    c.equal(fields.get("Installed-Size"), str(installed), f"{label}: Installed-Size (KiB, dpkg-gencontrol's count)")
+
+    changelog_gz = content.get("/usr/share/doc/xapsd/changelog.gz")
+    changelog = gzip.decompress(changelog_gz) if changelog_gz else b""
+    top = changelog.decode().split("\n", 1)[0]
+    c.check(top.startswith(f"{pkg['name']} ({version}) "),
+            f"{label}: changelog's newest entry is this version (native: changelog.gz)", top)
+    copyright = content.get("/usr/share/doc/xapsd/copyright", b"").decode()
+    c.check(copyright.startswith("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"),
+            f"{label}: copyright is DEP-5")
+    for lic in ("Expat", "Apache-2.0"):
+        c.check(f"\nLicense: {lic}\n" in copyright, f"{label}: copyright has a License: {lic} paragraph")
+    c.check("\nFiles: *\n" in copyright, f"{label}: copyright has a Files: * paragraph")
+    override = content.get("/usr/share/lintian/overrides/xapsd", b"").decode()
+    c.check("xapsd: statically-linked-binary [usr/bin/xapsd]" in override,
+            f"{label}: lintian override for the static binary")
+    unit = content.get("/lib/systemd/system/xapsd.service", b"").decode()
+    c.check("User=xapsd" in unit and "ExecStart=/usr/bin/xapsd run --config /etc/xapsd/xapsd.json" in unit,
+            f"{label}: the unit runs /usr/bin/xapsd with /etc/xapsd/xapsd.json as xapsd")
+    postinst = ctrl.get("./postinst", (None, b""))[1].decode()
+    for what, needle in (("makes the user with adduser --system --group", "adduser --system --group"),
+                         ("starts only where systemd runs", "[ -d /run/systemd/system ]"),
+                         ("enables with deb-systemd-helper", "deb-systemd-helper enable xapsd.service"),
+                         ("points at import-go for a Go database.json", "xapsd import-go")):
+        c.check(needle in postinst, f"{label}: postinst {what}")
+    postrm = ctrl.get("./postrm", (None, b""))[1].decode()
+    c.check('"$1" = purge' in postrm and "rm -rf /var/lib/xapsd" in postrm,
+            f"{label}: postrm purge removes /var/lib/xapsd")
+
+
+# ---------------------------------------------------------------- Synology
+
+SPK_INFO_KEYS = ["package", "version", "os_min_ver", "description", "arch", "maintainer",
+                 "displayname", "thirdparty"]
+
+
+def parse_info(text: str) -> dict[str, str]:
+    info = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r'([a-z_0-9]+)="((?:[^"\\]|\\.)*)"', line)
+        if m:
+            info[m.group(1)] = re.sub(r"\\(.)", r"\1", m.group(2))
+        elif line.strip():
+            info.setdefault("?bad", line)
+    return info
+
+
+def check_spk(c: Checks, path: Path, decl: dict, target: str, binary: bytes) -> None:
+    pkg, flavor = decl["package"], decl["flavor"]["synology"]
+    arch = decl["targets"][target]["synology"]
+    label = path.name
+    blob = path.read_bytes()
+    c.check(blob[:2] != b"\x1f\x8b" and blob[257:262] == b"ustar", f"{label}: an uncompressed tar")
+    members = tar_members(blob)
+    scripts = sorted(flavor["scripts"])
+    want = (["INFO", "package.tgz", "scripts", "conf", "PACKAGE_ICON.PNG", "PACKAGE_ICON_256.PNG"]
+            + [f"scripts/{s}" for s in scripts] + [f"conf/{k}" for k in flavor["conf"]])
+    c.equal(sorted(members), sorted(want), f"{label}: members")
+    for s in ("start-stop-status", "preinst", "postinst", "preuninst", "postuninst", "preupgrade", "postupgrade"):
+        ti = members.get(f"scripts/{s}", (None, None))[0]
+        c.check(ti is not None and ti.mode == 0o755, f"{label}: scripts/{s} is there, 0755")
+    for n, (ti, _) in members.items():
+        c.check(ti.uid == 0 and ti.gid == 0, f"{label}: {n} owned by 0/0")
+
+    info = parse_info(members["INFO"][1].decode())
+    c.check("?bad" not in info, f"{label}: every INFO line is key=\"value\"", info.get("?bad"))
+    for k in SPK_INFO_KEYS:
+        c.check(bool(info.get(k)), f"{label}: INFO has {k}")
+    c.equal(info.get("package"), pkg["name"], f"{label}: INFO package")
+    c.check(re.fullmatch(r"\d+\.\d+\.\d+-\d+", info.get("version", "")) is not None
+            and info["version"].startswith(pkg["version"].split("-")[0] + "-"),
+            f"{label}: INFO version is X.Y.Z-BUILD of Cargo's", info.get("version"))
+    c.equal(info.get("os_min_ver"), "7.0-40000", f"{label}: INFO os_min_ver 7.0-40000")
+    c.equal(info.get("arch"), arch, f"{label}: INFO arch is Synology's name")
+    c.equal(info.get("thirdparty"), "yes", f"{label}: INFO thirdparty")
+    c.equal(info.get("checksum"), hashlib.md5(members["package.tgz"][1]).hexdigest(),
+            f"{label}: INFO checksum is package.tgz's MD5")
+    c.equal(label, f"{pkg['name']}-{info.get('version')}-{arch}.spk", f"{label}: file name")
+
+    for name, size in (("PACKAGE_ICON.PNG", 64), ("PACKAGE_ICON_256.PNG", 256)):
+        try:
+            got = icons.png_size(members[name][1])
+        except ValueError as e:
+            got = str(e)
+        c.equal(got, (size, size), f"{label}: {name} is a {size}x{size} PNG")
+
+    conf = {}
+    for k in flavor["conf"]:
+        try:
+            conf[k] = json.loads(members[f"conf/{k}"][1])
+            c.check(True, f"{label}: conf/{k} is JSON")
+        except ValueError as e:
+            c.check(False, f"{label}: conf/{k} is JSON", e)
+    c.equal(conf.get("privilege", {}).get("defaults", {}).get("run-as"), "package",
+            f"{label}: conf/privilege runs as the package user")
+
+    tgz = members["package.tgz"][1]
+    c.check(tgz[:2] == b"\x1f\x8b", f"{label}: package.tgz is gzip")
+    inner = tar_members(gunzip(tgz))
+    c.equal(sorted(n for n, (ti, _) in inner.items() if ti.isfile()), ["bin/xapsd"],
+            f"{label}: package.tgz holds bin/xapsd")
+    ti, content = inner.get("bin/xapsd", (None, None))
+    c.check(content == binary and ti.mode == 0o755, f"{label}: bin/xapsd is the binary, 0755")
+    linked = conf.get("resource", {}).get("usr-local-linker", {}).get("bin", [])
+    c.check(all(p in inner for p in linked) and linked, f"{label}: usr-local-linker names files of package.tgz", linked)
+    c.equal(int(info.get("extractsize", "-1")), (len(binary) + 1023) // 1024, f"{label}: INFO extractsize (KiB)")
+
+
+# ---------------------------------------------------------------- OCI
+
+def check_oci_layer(c: Checks, path: Path, decl: dict, target: str, binary: bytes) -> None:
+    flavor = decl["flavor"]["oci"]
+    arch = decl["targets"][target]["oci"]
+    label = path.name
+    c.equal(label, f"xapsd-layer-{arch}.tar", f"{label}: file name")
+    members = tar_members(path.read_bytes())
+    want = expected_files(flavor, binary)
+    files = {"/" + n: (ti, d) for n, (ti, d) in members.items() if ti.isfile()}
+    c.equal(sorted(files), sorted(want), f"{label}: exactly the declared files")
+    for p, (mode, data) in want.items():
+        ti, got = files.get(p, (None, None))
+        c.check(ti is not None and ti.mode == mode and ti.uid == 0 and got == data,
+                f"{label}: {p} is {oct(mode)}, root's, the declared content")
+    uid, gid = (int(x) for x in flavor["user"].split(":"))
+    ti = members.get("data", (None, None))[0]
+    c.check(ti is not None and ti.isdir() and (ti.uid, ti.gid, ti.mode) == (uid, gid, 0o700),
+            f"{label}: /data is a 0700 folder of {uid}:{gid}")
+    passwd = files.get("/etc/passwd", (None, b""))[1].decode()
+    c.check(f"xapsd:x:{uid}:{gid}:" in passwd, f"{label}: /etc/passwd names the image user {uid} xapsd")
+    c.check(not any(n.startswith(("/", "./")) for n in members), f"{label}: relative member names")
+
+
 def main() -> int:
     if len(sys.argv) != 3:
         print(__doc__, file=sys.stderr)
@@ -227,6 +471,15 @@ def main() -> int:
         check_apk(c, found["openwrt-apk"], decl, target, binary, "openwrt")
     if "alpine-apk" in found:
         check_apk(c, found["alpine-apk"], decl, target, binary, "alpine")
+    for kind, flavor in (("deb", "debian"), ("spk", "synology"), ("oci-layer", "oci")):
+        wanted = flavor in decl["targets"][target]
+        c.equal(kind in found, wanted, f"{target}: a {kind} exactly when {flavor} has the arch")
+    if "deb" in found:
+        check_deb(c, found["deb"], decl, target, binary)
+    if "spk" in found:
+        check_spk(c, found["spk"], decl, target, binary)
+    if "oci-layer" in found:
+        check_oci_layer(c, found["oci-layer"], decl, target, binary)
     return c.finish()
 
 

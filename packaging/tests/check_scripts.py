@@ -30,6 +30,13 @@ SCRIPTS = [
     "packaging/tests/standins/openrc-run",
     "packaging/tests/standins/adduser",
     "packaging/tests/standins/addgroup",
+    "packaging/build-oci.sh",
+    "packaging/debian/postinst",
+    "packaging/debian/prerm",
+    "packaging/debian/postrm",
+    "packaging/synology/scripts/start-stop-status",
+    "packaging/synology/scripts/postinst",
+    "packaging/synology/scripts/noop",
 ]
 
 # abuild sources the APKBUILD: its variables are read there, and $srcdir,
@@ -50,7 +57,18 @@ def lint(c: Checks, label: str, path: Path, excludes: str = "") -> None:
 def package_scripts(out: Path) -> dict[str, bytes]:
     scripts = {}
     for kind, path in find_packages(out).items():
-        if kind == "ipk":
+        if kind == "oci-layer":
+            continue
+        if kind == "deb":
+            r = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(path)], capture_output=True, check=True)
+            for name, (_, data) in tar_members(r.stdout).items():
+                if data is not None and data.startswith(b"#!"):
+                    scripts[f"{path.name}:{name[2:]}"] = data
+        elif kind == "spk":
+            for name, (_, data) in tar_members(path.read_bytes()).items():
+                if name.startswith("scripts/") and data is not None:
+                    scripts[f"{path.name}:{name}"] = data
+        elif kind == "ipk":
             outer = tar_members(gunzip(path.read_bytes()))
             for name, (_, data) in tar_members(gunzip(outer["./control.tar.gz"][1])).items():
                 if data is not None and name not in ("./control", "./conffiles"):

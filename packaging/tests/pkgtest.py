@@ -106,6 +106,12 @@ def find_packages(out: Path) -> dict[str, Path]:
         found["openwrt-apk"] = p
     for p in sorted(out.glob("alpine/*.apk")):
         found["alpine-apk"] = p
+    for p in sorted(out.glob("debian/*.deb")):
+        found["deb"] = p
+    for p in sorted(out.glob("synology/*.spk")):
+        found["spk"] = p
+    for p in sorted(out.glob("oci/xapsd-layer-*.tar")):
+        found["oci-layer"] = p
     return found
 
 
