@@ -493,7 +493,10 @@ impl Config {
     fn validate_apple_id(&self) -> Result<(), ConfigError> {
         let keys = [
             ("apple_id", self.apple_id.is_some()),
-            ("apple_id_hashed_password", self.apple_id_hashed_password.is_some()),
+            (
+                "apple_id_hashed_password",
+                self.apple_id_hashed_password.is_some(),
+            ),
             ("vendor_key_file", self.vendor_key_file.is_some()),
             ("vendor_chain_file", self.vendor_chain_file.is_some()),
         ];

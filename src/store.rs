@@ -161,7 +161,9 @@ enum Op {
 /// What a write did, returned to the caller once it is durable.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Written {
-    Registered { evicted: usize },
+    Registered {
+        evicted: usize,
+    },
     Removed(usize),
     /// Certificates or a meta value were stored.
     Stored,

@@ -19,7 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha1::Sha1;
 use x509_cert::builder::{Builder, RequestBuilder};
-use x509_cert::der::{EncodePem, pem::LineEnding};
+use x509_cert::der::{pem::LineEnding, EncodePem};
 use x509_cert::name::Name;
 
 /// Key size Apple's service issues push certificates for.
@@ -142,8 +142,8 @@ impl Vendor {
         let first = certs
             .first()
             .ok_or_else(|| chain_err("holds no PEM certificate".into()))?;
-        let (_, cert) = x509_parser::parse_x509_certificate(first)
-            .map_err(|e| chain_err(e.to_string()))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(first).map_err(|e| chain_err(e.to_string()))?;
         let public = key
             .to_public_key()
             .to_public_key_der()
@@ -183,8 +183,7 @@ mod tests {
         )
         .unwrap();
         let (_, csr) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(&der)
-                .unwrap();
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der).unwrap();
         let info = &csr.certification_request_info;
         assert_eq!(
             info.subject.to_string(),

@@ -49,7 +49,9 @@ pub enum AppleIdError {
     Vendor(csr::CsrError),
     Key(csr::CsrError),
     Service(service::ServiceError),
-    Http { status: u16 },
+    Http {
+        status: u16,
+    },
     Answer(plist::PlistError),
     Refused {
         code: i64,
@@ -154,7 +156,12 @@ pub enum Next {
 /// The renewal decision at unix time `now`, from the mail certificate's
 /// notAfter (if one is stored) and the last request's time. Pure, so the
 /// rate gate can be tested at any clock.
-pub fn decide(now: u64, mail_not_after: Option<i64>, last: Option<u64>, interval: Duration) -> Next {
+pub fn decide(
+    now: u64,
+    mail_not_after: Option<i64>,
+    last: Option<u64>,
+    interval: Duration,
+) -> Next {
     let endpoint = match mail_not_after {
         None => Endpoint::New,
         Some(not_after) => {
@@ -246,7 +253,9 @@ impl Renewer {
         // The gate first, durably: a crash after this line costs one request
         // at most, never a storm.
         if let Err(e) = self.store.set_meta(LAST_REQUEST, now).await {
-            log::error!("Apple-ID certificates: cannot record the request time, not asking Apple: {e}");
+            log::error!(
+                "Apple-ID certificates: cannot record the request time, not asking Apple: {e}"
+            );
             return interval;
         }
         log::info!(
@@ -258,13 +267,18 @@ impl Renewer {
             Ok(identity) => {
                 let topic = identity.topic().to_owned();
                 let identity: Arc<dyn PushIdentity> = Arc::new(identity);
-                log::info!("Apple-ID certificates stored; {}", super::describe(identity.as_ref(), now as i64));
+                log::info!(
+                    "Apple-ID certificates stored; {}",
+                    super::describe(identity.as_ref(), now as i64)
+                );
                 let old = self.slot.replace(identity);
                 log::info!("the new push certificate is in force; queued pushes continue with it");
                 if old.is_some_and(|old| old != topic) {
                     log::warn!("the push topic changed: devices must register again before they get pushes");
                 }
-                Duration::from_secs(60)
+                // Decide again at once: the gate, written above, keeps
+                // this from becoming a second request.
+                Duration::ZERO
             }
             Err(e) => {
                 let serving = match self.slot.get().1 {
@@ -285,8 +299,9 @@ impl Renewer {
         endpoint: Endpoint,
         current: &[StoredCert],
     ) -> Result<PemIdentity, AppleIdError> {
-        let vendor = csr::Vendor::load(&self.config.vendor_key_file, &self.config.vendor_chain_file)
-            .map_err(AppleIdError::Vendor)?;
+        let vendor =
+            csr::Vendor::load(&self.config.vendor_key_file, &self.config.vendor_chain_file)
+                .map_err(AppleIdError::Vendor)?;
         // Five RSA key generations: seconds of CPU, off the event loop.
         let keys = blocking::unblock(|| {
             SERVICES
@@ -334,11 +349,14 @@ impl Renewer {
         .map_err(AppleIdError::Service)?;
         let parsed = plist::parse_response(&answer.body);
         let issued = match (answer.status, parsed) {
-            (_, Ok(ServiceAnswer::Refused {
-                code,
-                message,
-                description,
-            })) => {
+            (
+                _,
+                Ok(ServiceAnswer::Refused {
+                    code,
+                    message,
+                    description,
+                }),
+            ) => {
                 return Err(AppleIdError::Refused {
                     code,
                     message,
@@ -384,7 +402,9 @@ fn match_issued(
         let der = <CertificateDer<'_> as rustls::pki_types::pem::PemObject>::from_pem_slice(
             cert.cert_pem.as_bytes(),
         )
-        .map_err(|_| AppleIdError::Unusable(format!("{} is not a PEM certificate", SERVICES[index].0)))?;
+        .map_err(|_| {
+            AppleIdError::Unusable(format!("{} is not a PEM certificate", SERVICES[index].0))
+        })?;
         let (_, parsed) = x509_parser::parse_x509_certificate(&der)
             .map_err(|e| AppleIdError::Unusable(e.to_string()))?;
         if parsed.public_key().raw != keys[index].spki_der.as_slice() {
@@ -421,7 +441,10 @@ mod tests {
 
     #[test]
     fn first_request_then_the_rate_gate_then_renewal_30_days_ahead() {
-        assert_eq!(decide(NOW, None, None, HOURS_24), Next::Request(Endpoint::New));
+        assert_eq!(
+            decide(NOW, None, None, HOURS_24),
+            Next::Request(Endpoint::New)
+        );
         // Asked an hour ago: 23 hours to wait, however often we restart.
         assert_eq!(
             decide(NOW, None, Some(NOW - 3600), HOURS_24),
@@ -432,17 +455,28 @@ mod tests {
             Next::Request(Endpoint::New)
         );
         // A clock that went back behind the last request waits too.
-        assert!(matches!(decide(NOW, None, Some(NOW + 3600), HOURS_24), Next::Wait(_, "rate limit")));
+        assert!(matches!(
+            decide(NOW, None, Some(NOW + 3600), HOURS_24),
+            Next::Wait(_, "rate limit")
+        ));
         let not_after = NOW as i64 + 40 * DAY;
         assert_eq!(
             decide(NOW, Some(not_after), None, HOURS_24),
             Next::Wait(Duration::from_secs(10 * DAY as u64), "renewal not due yet")
         );
         assert_eq!(
-            decide(NOW, Some(NOW as i64 + 29 * DAY), Some(NOW - 25 * 3600), HOURS_24),
+            decide(
+                NOW,
+                Some(NOW as i64 + 29 * DAY),
+                Some(NOW - 25 * 3600),
+                HOURS_24
+            ),
             Next::Request(Endpoint::Renew)
         );
-        assert!(matches!(decide(1000, None, None, HOURS_24), Next::Wait(_, "the system clock is not set")));
+        assert!(matches!(
+            decide(1000, None, None, HOURS_24),
+            Next::Wait(_, "the system clock is not set")
+        ));
     }
 
     #[test]
@@ -453,8 +487,14 @@ mod tests {
             description: String::new(),
         };
         let text = e.to_string();
-        assert!(text.contains("ErrorCode -80010, ErrorMessage \"ServiceType is Invalid\""), "{text}");
-        assert!(text.contains("retired this certificate service in October 2024"), "{text}");
+        assert!(
+            text.contains("ErrorCode -80010, ErrorMessage \"ServiceType is Invalid\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("retired this certificate service in October 2024"),
+            "{text}"
+        );
         assert!(help_for(-20358).unwrap().contains("two-factor"));
         assert_eq!(help_for(-1), None);
     }

@@ -13,8 +13,16 @@ use plist::{Dictionary, Value};
 /// type, the common name of its CSR, and the service's name in the
 /// request's Description.
 pub const SERVICES: [(&str, &str, &str); 5] = [
-    ("Service_Calendar", "com.apple.servermgrd.apns.calendar", "calendar"),
-    ("Service_Contact", "com.apple.servermgrd.apns.contact", "contact"),
+    (
+        "Service_Calendar",
+        "com.apple.servermgrd.apns.calendar",
+        "calendar",
+    ),
+    (
+        "Service_Contact",
+        "com.apple.servermgrd.apns.contact",
+        "contact",
+    ),
     ("Service_Mail", "com.apple.servermgrd.apns.mail", "mail"),
     ("Service_Mgmt", "com.apple.servermgrd.apns.mgmt", "mgmt"),
     ("Service_Alerts", "com.apple.server.apns.alerts", "alerts"),
@@ -193,8 +201,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<ServiceAnswer, PlistError> {
             "nested deeper than {MAX_DEPTH} levels"
         )));
     }
-    let value =
-        Value::from_reader_xml(bytes).map_err(|e| PlistError::NotPlist(e.to_string()))?;
+    let value = Value::from_reader_xml(bytes).map_err(|e| PlistError::NotPlist(e.to_string()))?;
     let root = value
         .as_dictionary()
         .ok_or(PlistError::Shape("a top-level dictionary"))?;
@@ -242,7 +249,10 @@ pub fn parse_response(bytes: &[u8]) -> Result<ServiceAnswer, PlistError> {
             })
             .ok_or(PlistError::Shape("a Certificate in every entry"))?;
         issued.push(IssuedCert {
-            number: entry.get("CertRequestNo").and_then(integer).and_then(|n| u64::try_from(n).ok()),
+            number: entry
+                .get("CertRequestNo")
+                .and_then(integer)
+                .and_then(|n| u64::try_from(n).ok()),
             service_type: entry
                 .get("ServiceType")
                 .and_then(Value::as_string)
@@ -310,7 +320,10 @@ mod tests {
         let bytes = outer_request(b"chain", b"inner", b"sig");
         let value = Value::from_reader_xml(&bytes[..]).unwrap();
         let root = value.as_dictionary().unwrap();
-        assert_eq!(root["PushCertCertificateChain"].as_data(), Some(&b"chain"[..]));
+        assert_eq!(
+            root["PushCertCertificateChain"].as_data(),
+            Some(&b"chain"[..])
+        );
         assert_eq!(root["PushCertRequestPlist"].as_data(), Some(&b"inner"[..]));
         assert_eq!(root["PushCertSignature"].as_data(), Some(&b"sig"[..]));
         assert_eq!(root["PushCertSignedRequest"].as_boolean(), Some(true));
@@ -375,7 +388,11 @@ mod tests {
                 "<key>Certificates</key><array><string>x</string></array>",
             )[..],
         ] {
-            assert!(parse_response(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_response(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert!(nesting_within(b"<dict><array/><array></array></dict>", 2));
         assert!(!nesting_within(b"<dict><array><dict>", 2));

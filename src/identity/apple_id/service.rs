@@ -181,7 +181,9 @@ async fn exchange(
     }
     match parse_answer(&received, true)? {
         Some(answer) => Ok(answer),
-        None => Err(ServiceError::BadResponse("connection closed mid-answer".into())),
+        None => Err(ServiceError::BadResponse(
+            "connection closed mid-answer".into(),
+        )),
     }
 }
 
@@ -213,7 +215,9 @@ pub fn parse_answer(bytes: &[u8], eof: bool) -> Result<Option<Answer>, ServiceEr
             .map_err(|_| ServiceError::BadResponse(format!("Content-Length `{length}`")))?;
         if rest.len() < length {
             return if eof {
-                Err(ServiceError::BadResponse("body shorter than Content-Length".into()))
+                Err(ServiceError::BadResponse(
+                    "body shorter than Content-Length".into(),
+                ))
             } else {
                 Ok(None)
             };
@@ -264,7 +268,9 @@ mod tests {
         let url = HttpsUrl::parse("https://identity.apple.com/pushcert/caservice").unwrap();
         let bytes = request_bytes(&url, Endpoint::Renew, b"<plist/>");
         let text = String::from_utf8(bytes).unwrap();
-        assert!(text.starts_with("POST /pushcert/caservice/renew HTTP/1.1\r\nHost: identity.apple.com\r\n"));
+        assert!(text.starts_with(
+            "POST /pushcert/caservice/renew HTTP/1.1\r\nHost: identity.apple.com\r\n"
+        ));
         for header in [
             "Content-Type: text/x-xml-plist\r\n",
             "User-Agent: Servermgrd%20Plugin/6.0 CFNetwork/811.11 Darwin/16.7.0 (x86_64)\r\n",
@@ -283,14 +289,21 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((a.status, &a.body[..]), (200, &b"abc"[..]));
-        assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", false)
-            .unwrap()
-            .is_none());
+        assert!(
+            parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", false)
+                .unwrap()
+                .is_none()
+        );
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", true).is_err());
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_answer(chunked, false).unwrap().unwrap().body, b"abcde");
+        assert_eq!(
+            parse_answer(chunked, false).unwrap().unwrap().body,
+            b"abcde"
+        );
         assert!(parse_answer(&chunked[..50], false).unwrap().is_none());
-        let closed = parse_answer(b"HTTP/1.1 500 Oops\r\n\r\nbody", true).unwrap().unwrap();
+        let closed = parse_answer(b"HTTP/1.1 500 Oops\r\n\r\nbody", true)
+            .unwrap()
+            .unwrap();
         assert_eq!((closed.status, &closed.body[..]), (500, &b"body"[..]));
         for bad in [
             &b"garbage\r\n\r\n"[..],
