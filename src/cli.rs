@@ -33,7 +33,7 @@ pub const EXIT_CONFIG: i32 = 78;
   team_id        team ID of the Apple developer account for p8_file (default none)
   topic          APNs topic to push to with p8_file (default none)
   apns_endpoint  production, sandbox or host:port (default production)
-  apns_ca_file   extra PEM trust anchor for the APNs server (default none)
+  apns_ca_file   extra PEM trust anchor for the APNs server and the Apple certificate service (default none)
   delay_secs     seconds non-urgent events are held and folded (default 30)
   expire_days    days a device stays registered without re-registering (default 30)
   log_level      error, warn, info, debug or trace (default info)
@@ -138,7 +138,7 @@ macro_rules! config_command {
             /// production, sandbox or host:port (default production)
             #[argh(option)]
             apns_endpoint: Option<String>,
-            /// extra PEM trust anchor for the APNs server (default none)
+            /// extra PEM trust anchor for the APNs server and the Apple certificate service (default none)
             #[argh(option)]
             apns_ca_file: Option<String>,
             /// seconds non-urgent events are held and folded (default 30)

@@ -35,7 +35,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("team_id", "team ID of the Apple developer account for p8_file (default none)"),
     ("topic", "APNs topic to push to with p8_file (default none)"),
     ("apns_endpoint", "production, sandbox or host:port (default production)"),
-    ("apns_ca_file", "extra PEM trust anchor for the APNs server (default none)"),
+    ("apns_ca_file", "extra PEM trust anchor for the APNs server and the Apple certificate service (default none)"),
     ("delay_secs", "seconds non-urgent events are held and folded (default 30)"),
     ("expire_days", "days a device stays registered without re-registering (default 30)"),
     ("log_level", "error, warn, info, debug or trace (default info)"),
@@ -78,20 +78,26 @@ impl HttpsUrl {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("`{p}` is not a port"))?,
-            ),
-            _ => (authority, 443),
+        let bad = || format!("`{s}` is not an https://host[:port]/path URL");
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+        let (host, port) = match authority.strip_prefix('[') {
+            // [v6-address] or [v6-address]:port
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+                match after.strip_prefix(':') {
+                    Some(p) => (host, port(p)?),
+                    None if after.is_empty() => (host, 443),
+                    None => return Err(bad()),
+                }
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, p)) => (host, port(p)?),
+                None => (authority, 443),
+            },
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
         let printable = |c: char| c.is_ascii_graphic() && !"?#@".contains(c);
         if host.is_empty() || !host.chars().all(printable) || !path.chars().all(printable) {
-            return Err(format!("`{s}` is not an https://host/path URL"));
+            return Err(bad());
         }
         Ok(HttpsUrl {
             host: host.to_owned(),
@@ -939,7 +945,8 @@ mod tests {
             Config::default().apple_cert_service_url
         );
         assert_eq!(HttpsUrl::parse("https://[::1]:9/x").unwrap().host, "::1");
-        for bad in ["https://", "https://h:0/", "https://h/a b", "https://u@h/"] {
+        assert_eq!(HttpsUrl::parse("https://[::1]/x").unwrap().port, 443);
+        for bad in ["https://", "https://h:0/", "https://h/a b", "https://u@h/", "https://[::1/"] {
             assert!(HttpsUrl::parse(bad).is_err(), "{bad}");
         }
     }

@@ -218,21 +218,7 @@ pub fn check_config(mut config: Config) -> i32 {
         return check_apple_id(&config);
     }
     match load_identity(&config) {
-        Ok(Some(identity)) => {
-            let now = crate::clock::unix_now() as i64;
-            println!("{}", describe(identity.as_ref(), now));
-            let mut code = 0;
-            for finding in assess(identity.as_ref(), now) {
-                match finding {
-                    Finding::Warning(w) => println!("warning: {w}"),
-                    Finding::Unusable(u) => {
-                        println!("push identity: UNUSABLE: {u}");
-                        code = 1;
-                    }
-                }
-            }
-            code
-        }
+        Ok(Some(identity)) => print_identity(identity.as_ref()),
         Ok(None) => {
             println!("push identity: none (dry run: pushes are logged, not sent)");
             0
@@ -242,6 +228,23 @@ pub fn check_config(mut config: Config) -> i32 {
             1
         }
     }
+}
+
+/// `check-config`'s identity lines; 1 when the identity is unusable.
+fn print_identity(identity: &dyn PushIdentity) -> i32 {
+    let now = crate::clock::unix_now() as i64;
+    println!("{}", describe(identity, now));
+    let mut code = 0;
+    for finding in assess(identity, now) {
+        match finding {
+            Finding::Warning(w) => println!("warning: {w}"),
+            Finding::Unusable(u) => {
+                println!("push identity: UNUSABLE: {u}");
+                code = 1;
+            }
+        }
+    }
+    code
 }
 
 /// `check-config` for the Apple-ID identity: the vendor files, and the
@@ -294,21 +297,7 @@ fn check_apple_id(config: &Config) -> i32 {
         );
     }
     match found {
-        Ok(Some(identity)) => {
-            let now = crate::clock::unix_now() as i64;
-            println!("{}", describe(&identity, now));
-            let mut code = 0;
-            for finding in assess(&identity, now) {
-                match finding {
-                    Finding::Warning(w) => println!("warning: {w}"),
-                    Finding::Unusable(u) => {
-                        println!("push identity: UNUSABLE: {u}");
-                        code = 1;
-                    }
-                }
-            }
-            code
-        }
+        Ok(Some(identity)) => print_identity(&identity),
         Ok(None) => {
             println!(
                 "push identity: {}, none stored yet (the daemon asks Apple at start)",
@@ -732,6 +721,9 @@ fn reload(config: &Config, slot: &IdentitySlot) {
                     "the push topic changed: devices must register again before they get pushes"
                 );
             }
+        }
+        Ok(None) if config.apple_id.is_some() => {
+            log::info!("SIGHUP: the Apple-ID certificate comes from the store; nothing to reload")
         }
         Ok(None) => log::info!("SIGHUP: no push identity configured; nothing to reload"),
         Err(e) => log::error!("SIGHUP: reload failed, keeping the current identity: {e}"),

@@ -150,7 +150,28 @@ pub enum Next {
     /// Ask the service.
     Request(Endpoint),
     /// Nothing due, or not allowed yet: look again after this long.
-    Wait(Duration, &'static str),
+    Wait(Duration, Hold),
+}
+
+/// Why no request goes out now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// The mail certificate is not within 30 days of expiry.
+    NotDue,
+    /// The wall clock is before 2025.
+    ClockNotSet,
+    /// The last request was less than the interval ago.
+    RateLimit,
+}
+
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hold::NotDue => "renewal not due yet",
+            Hold::ClockNotSet => "the system clock is not set",
+            Hold::RateLimit => "rate limit",
+        })
+    }
 }
 
 /// The renewal decision at unix time `now`, from the mail certificate's
@@ -167,22 +188,19 @@ pub fn decide(
         Some(not_after) => {
             let due = not_after - limits::APPLE_CERT_RENEW_DAYS * 86_400;
             if (now as i64) < due {
-                return Next::Wait(
-                    Duration::from_secs((due - now as i64) as u64),
-                    "renewal not due yet",
-                );
+                return Next::Wait(Duration::from_secs((due - now as i64) as u64), Hold::NotDue);
             }
             Endpoint::Renew
         }
     };
     if now < PLAUSIBLE_TIME {
-        return Next::Wait(Duration::from_secs(3600), "the system clock is not set");
+        return Next::Wait(Duration::from_secs(3600), Hold::ClockNotSet);
     }
     if let Some(last) = last {
         // A last request "in the future" (the clock went back) waits too.
         let next = last.saturating_add(interval.as_secs());
         if now < next {
-            return Next::Wait(Duration::from_secs(next - now), "rate limit");
+            return Next::Wait(Duration::from_secs(next - now), Hold::RateLimit);
         }
     }
     Next::Request(endpoint)
@@ -239,7 +257,7 @@ impl Renewer {
         let endpoint = match decide(now, not_after, last, interval) {
             Next::Request(endpoint) => endpoint,
             Next::Wait(wait, why) => {
-                if why != "renewal not due yet" {
+                if why != Hold::NotDue {
                     log::info!(
                         "Apple certificate request waits ({why}): next one allowed at {}{}",
                         format_utc_minute((now + wait.as_secs()) as i64),
@@ -273,8 +291,14 @@ impl Renewer {
                 );
                 let old = self.slot.replace(identity);
                 log::info!("the new push certificate is in force; queued pushes continue with it");
-                if old.is_some_and(|old| old != topic) {
-                    log::warn!("the push topic changed: devices must register again before they get pushes");
+                match old {
+                    Some(old) if old != topic => log::warn!(
+                        "the push topic changed: devices must register again before they get pushes"
+                    ),
+                    Some(_) => {}
+                    None => log::info!(
+                        "devices that registered during the dry run get pushes once they register again"
+                    ),
                 }
                 // Decide again at once: the gate, written above, keeps
                 // this from becoming a second request.
@@ -448,7 +472,7 @@ mod tests {
         // Asked an hour ago: 23 hours to wait, however often we restart.
         assert_eq!(
             decide(NOW, None, Some(NOW - 3600), HOURS_24),
-            Next::Wait(Duration::from_secs(23 * 3600), "rate limit")
+            Next::Wait(Duration::from_secs(23 * 3600), Hold::RateLimit)
         );
         assert_eq!(
             decide(NOW, None, Some(NOW - 24 * 3600), HOURS_24),
@@ -457,12 +481,12 @@ mod tests {
         // A clock that went back behind the last request waits too.
         assert!(matches!(
             decide(NOW, None, Some(NOW + 3600), HOURS_24),
-            Next::Wait(_, "rate limit")
+            Next::Wait(_, Hold::RateLimit)
         ));
         let not_after = NOW as i64 + 40 * DAY;
         assert_eq!(
             decide(NOW, Some(not_after), None, HOURS_24),
-            Next::Wait(Duration::from_secs(10 * DAY as u64), "renewal not due yet")
+            Next::Wait(Duration::from_secs(10 * DAY as u64), Hold::NotDue)
         );
         assert_eq!(
             decide(
@@ -475,7 +499,7 @@ mod tests {
         );
         assert!(matches!(
             decide(1000, None, None, HOURS_24),
-            Next::Wait(_, "the system clock is not set")
+            Next::Wait(_, Hold::ClockNotSet)
         ));
     }
 
