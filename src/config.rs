@@ -946,9 +946,30 @@ mod tests {
         );
         assert_eq!(HttpsUrl::parse("https://[::1]:9/x").unwrap().host, "::1");
         assert_eq!(HttpsUrl::parse("https://[::1]/x").unwrap().port, 443);
-        for bad in ["https://", "https://h:0/", "https://h/a b", "https://u@h/", "https://[::1/"] {
+        for bad in [
+            "https://",
+            "https://h:0/",
+            "https://h/a b",
+            "https://u@h/",
+            "https://[::1/",
+        ] {
             assert!(HttpsUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[cfg(not(feature = "apple-id"))]
+    #[test]
+    fn apple_id_is_refused_by_a_build_without_the_feature() {
+        let hash = "ab".repeat(32);
+        let err = parse(&format!(
+            r#"{{"apple_id":"a@b.c","apple_id_hashed_password":"{hash}","vendor_key_file":"k","vendor_chain_file":"c"}}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("built without the Apple-ID certificate service"),
+            "{err}"
+        );
     }
 
     #[test]
