@@ -920,8 +920,9 @@ mod tests {
         assert_eq!(token.topic.as_deref(), Some("com.x.y"));
     }
 
+    #[cfg(feature = "apple-id")]
     #[test]
-    fn apple_id_keys_and_service_urls() {
+    fn apple_id_keys_come_as_a_set() {
         let hash = "ab".repeat(32);
         let c = parse(&format!(
             r#"{{"apple_id":"a@b.c","apple_id_hashed_password":"{}","vendor_key_file":"k",
@@ -940,6 +941,10 @@ mod tests {
                 path: "/ca".into()
             }
         );
+    }
+
+    #[test]
+    fn service_urls() {
         assert_eq!(
             HttpsUrl::parse(APPLE_CERT_SERVICE_URL).unwrap(),
             Config::default().apple_cert_service_url
