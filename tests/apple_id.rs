@@ -324,3 +324,24 @@ fn an_interval_under_one_hour_is_refused_at_start() {
     assert!(daemon.log_contains("apple_cert_request_interval_hours"));
     assert!(apple.service.requests().is_empty());
 }
+
+#[test]
+fn a_renewal_with_another_topic_says_devices_must_register_again() {
+    let apple = Apple::new(issue(10));
+    let mut daemon = Daemon::start(apple.config());
+    daemon.wait_log("the new push certificate is in force", ISSUE_TIMEOUT);
+    daemon.kill9();
+    rewind_last_request(&daemon.db_path(), DAY);
+    let other = "com.apple.mail.XServer.00000000-1111-2222-3333-444444444444";
+    apple.service.set_reply(Reply::Issue {
+        mail_topic: other.to_string(),
+        not_after: SystemTime::now() + DAY * 300,
+    });
+    daemon.restart();
+    daemon.wait_log(
+        "the push topic changed: devices must register again",
+        ISSUE_TIMEOUT,
+    );
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    assert_eq!(register(&mut plugin), other);
+}
