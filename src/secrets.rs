@@ -141,6 +141,14 @@ mod tests {
         );
         assert_eq!(err, want);
 
+        // The macOS Server vendor key is a secret too.
+        let config = Config {
+            vendor_key_file: Some(file(&dir, "vendor.key", 0o644)),
+            ..Config::default()
+        };
+        let err = check(&config).unwrap_err().to_string();
+        assert!(err.starts_with("vendor_key_file "), "{err}");
+
         // The certificate counts when it carries the key.
         let config = Config {
             cert_file: Some(file(&dir, "both.pem", 0o604)),
