@@ -944,6 +944,16 @@ mod tests {
     }
 
     #[test]
+    fn a_config_holding_the_password_hash_is_a_secret_file() {
+        let path = std::env::temp_dir().join(format!("xapsd-config-{}.json", std::process::id()));
+        let hash = "ab".repeat(32);
+        std::fs::write(&path, format!(r#"{{"apple_id_hashed_password":"{hash}"}}"#)).unwrap();
+        let config = Config::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(config.secret_config_file.as_deref(), Some(path.as_path()));
+    }
+
+    #[test]
     fn service_urls() {
         assert_eq!(
             HttpsUrl::parse(APPLE_CERT_SERVICE_URL).unwrap(),
