@@ -33,7 +33,7 @@ pub const EXIT_CONFIG: i32 = 78;
   team_id        team ID of the Apple developer account for p8_file (default none)
   topic          APNs topic to push to with p8_file (default none)
   apns_endpoint  production, sandbox or host:port (default production)
-  apns_ca_file   extra PEM trust anchor for the APNs server (default none)
+  apns_ca_file   extra PEM trust anchor for the APNs server and the Apple certificate service (default none)
   delay_secs     seconds non-urgent events are held and folded (default 30)
   expire_days    days a device stays registered without re-registering (default 30)
   log_level      error, warn, info, debug or trace (default info)
@@ -48,7 +48,18 @@ pub const EXIT_CONFIG: i32 = 78;
   allow_root     true: keep running as root instead of switching to daemon_user (default false)
   tls_listen     plugin API addresses served over TLS, addr:port (default none)
   tls_cert_file  PEM certificate chain of the TLS listener (default none)
-  tls_key_file   PEM private key of the TLS listener (default none)"
+  tls_key_file   PEM private key of the TLS listener (default none)
+  apple_id       Apple ID whose push certificates the daemon requests and renews itself (default none)
+  apple_id_hashed_password
+                 lower-case hex SHA-256 of the Apple ID password, from `xapsd pass` (default none)
+  vendor_key_file
+                 PEM RSA key of the macOS Server vendor identity, for apple_id (default none)
+  vendor_chain_file
+                 PEM certificate chain of the macOS Server vendor identity, for apple_id (default none)
+  apple_cert_service_url
+                 Apple's push certificate service (default https://identity.apple.com/pushcert/caservice)
+  apple_cert_request_interval_hours
+                 at most one request to the certificate service per this many hours, 1 or more (default 24)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -127,7 +138,7 @@ macro_rules! config_command {
             /// production, sandbox or host:port (default production)
             #[argh(option)]
             apns_endpoint: Option<String>,
-            /// extra PEM trust anchor for the APNs server (default none)
+            /// extra PEM trust anchor for the APNs server and the Apple certificate service (default none)
             #[argh(option)]
             apns_ca_file: Option<String>,
             /// seconds non-urgent events are held and folded (default 30)
@@ -169,6 +180,24 @@ macro_rules! config_command {
             /// PEM private key of the TLS listener (default none)
             #[argh(option)]
             tls_key_file: Option<String>,
+            /// the Apple ID whose push certificates the daemon requests and renews itself (default none)
+            #[argh(option)]
+            apple_id: Option<String>,
+            /// hex SHA-256 of the Apple ID password, from `xapsd pass` (default none)
+            #[argh(option)]
+            apple_id_hashed_password: Option<String>,
+            /// PEM RSA key of the macOS Server vendor identity (default none)
+            #[argh(option)]
+            vendor_key_file: Option<String>,
+            /// PEM certificate chain of the macOS Server vendor identity (default none)
+            #[argh(option)]
+            vendor_chain_file: Option<String>,
+            /// the push certificate service of Apple (default https://identity.apple.com/pushcert/caservice)
+            #[argh(option)]
+            apple_cert_service_url: Option<String>,
+            /// at most one certificate service request per this many hours, 1 or more (default 24)
+            #[argh(option)]
+            apple_cert_request_interval_hours: Option<u64>,
         }
 
         impl $name {
@@ -212,6 +241,12 @@ macro_rules! config_command {
                     ("daemon_user", s(&self.daemon_user)),
                     ("daemon_group", s(&self.daemon_group)),
                     ("allow_root", self.allow_root.then_some(Value::Bool(true))),
+                    ("apple_id", s(&self.apple_id)),
+                    ("apple_id_hashed_password", s(&self.apple_id_hashed_password)),
+                    ("vendor_key_file", s(&self.vendor_key_file)),
+                    ("vendor_chain_file", s(&self.vendor_chain_file)),
+                    ("apple_cert_service_url", s(&self.apple_cert_service_url)),
+                    ("apple_cert_request_interval_hours", n(&self.apple_cert_request_interval_hours)),
                 ];
                 for (key, value) in flags {
                     if let Some(value) = value {

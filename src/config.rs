@@ -35,7 +35,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("team_id", "team ID of the Apple developer account for p8_file (default none)"),
     ("topic", "APNs topic to push to with p8_file (default none)"),
     ("apns_endpoint", "production, sandbox or host:port (default production)"),
-    ("apns_ca_file", "extra PEM trust anchor for the APNs server (default none)"),
+    ("apns_ca_file", "extra PEM trust anchor for the APNs server and the Apple certificate service (default none)"),
     ("delay_secs", "seconds non-urgent events are held and folded (default 30)"),
     ("expire_days", "days a device stays registered without re-registering (default 30)"),
     ("log_level", "error, warn, info, debug or trace (default info)"),
@@ -49,7 +49,74 @@ pub const KEYS: &[(&str, &str)] = &[
     ("tls_listen", "plugin API addresses served over TLS, addr:port (default none)"),
     ("tls_cert_file", "PEM certificate chain of the TLS listener (default none)"),
     ("tls_key_file", "PEM private key of the TLS listener (default none)"),
+    ("apple_id", "Apple ID whose push certificates the daemon requests and renews itself (default none)"),
+    ("apple_id_hashed_password", "lower-case hex SHA-256 of the Apple ID password, from `xapsd pass` (default none)"),
+    ("vendor_key_file", "PEM RSA key of the macOS Server vendor identity, for apple_id (default none)"),
+    ("vendor_chain_file", "PEM certificate chain of the macOS Server vendor identity, for apple_id (default none)"),
+    ("apple_cert_service_url", "Apple's push certificate service (default https://identity.apple.com/pushcert/caservice)"),
+    ("apple_cert_request_interval_hours", "at most one request to the certificate service per this many hours, 1 or more (default 24)"),
 ];
+
+/// Where Apple's push certificate service is.
+pub const APPLE_CERT_SERVICE_URL: &str = "https://identity.apple.com/pushcert/caservice";
+
+/// An `https://host[:port]/path` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpsUrl {
+    pub host: String,
+    pub port: u16,
+    /// Starts with `/`.
+    pub path: String,
+}
+
+impl HttpsUrl {
+    pub fn parse(s: &str) -> Result<HttpsUrl, String> {
+        let rest = s
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("`{s}` does not start with https://"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let bad = || format!("`{s}` is not an https://host[:port]/path URL");
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+        let (host, port) = match authority.strip_prefix('[') {
+            // [v6-address] or [v6-address]:port
+            Some(v6) => {
+                let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+                match after.strip_prefix(':') {
+                    Some(p) => (host, port(p)?),
+                    None if after.is_empty() => (host, 443),
+                    None => return Err(bad()),
+                }
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, p)) => (host, port(p)?),
+                None => (authority, 443),
+            },
+        };
+        let printable = |c: char| c.is_ascii_graphic() && !"?#@".contains(c);
+        if host.is_empty() || !host.chars().all(printable) || !path.chars().all(printable) {
+            return Err(bad());
+        }
+        Ok(HttpsUrl {
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// The Apple-ID certificate service settings, all given or none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppleIdConfig {
+    pub apple_id: String,
+    pub password_hash: String,
+    pub vendor_key_file: PathBuf,
+    pub vendor_chain_file: PathBuf,
+    pub service_url: HttpsUrl,
+    pub request_interval: std::time::Duration,
+}
 
 /// Which APNs server pushes go to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +190,12 @@ pub struct Config {
     pub tls_listen: Vec<SocketAddr>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    pub apple_id: Option<String>,
+    pub apple_id_hashed_password: Option<String>,
+    pub vendor_key_file: Option<PathBuf>,
+    pub vendor_chain_file: Option<PathBuf>,
+    pub apple_cert_service_url: HttpsUrl,
+    pub apple_cert_request_interval_hours: u64,
 }
 
 impl Default for Config {
@@ -157,6 +230,16 @@ impl Default for Config {
             tls_listen: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
+            apple_id: None,
+            apple_id_hashed_password: None,
+            vendor_key_file: None,
+            vendor_chain_file: None,
+            apple_cert_service_url: HttpsUrl {
+                host: "identity.apple.com".into(),
+                port: 443,
+                path: "/pushcert/caservice".into(),
+            },
+            apple_cert_request_interval_hours: 24,
         }
     }
 }
@@ -223,7 +306,9 @@ impl Config {
         })?;
         let mut config = Config::default();
         config.apply_json(&text, path)?;
-        if matches!(config.plugin_auth, Some(AuthSetting::Inline(_))) {
+        if matches!(config.plugin_auth, Some(AuthSetting::Inline(_)))
+            || config.apple_id_hashed_password.is_some()
+        {
             config.secret_config_file = Some(path.to_owned());
         }
         Ok(config)
@@ -311,6 +396,42 @@ impl Config {
                     })
                 }
             },
+            "apple_id" => {
+                let id = string("apple_id", value)?;
+                if id.is_empty() || id.len() > 255 || id.chars().any(char::is_whitespace) {
+                    return Err(ConfigError::Invalid {
+                        key: "apple_id",
+                        reason: "must be an Apple ID (an e-mail address) without spaces".into(),
+                    });
+                }
+                self.apple_id = Some(id.to_owned());
+            }
+            "apple_id_hashed_password" => {
+                let hash = string("apple_id_hashed_password", value)?;
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ConfigError::Invalid {
+                        key: "apple_id_hashed_password",
+                        reason: "must be the 64 hex digits `xapsd pass` prints".into(),
+                    });
+                }
+                self.apple_id_hashed_password = Some(hash.to_ascii_lowercase());
+            }
+            "vendor_key_file" => self.vendor_key_file = Some(path("vendor_key_file", value)?),
+            "vendor_chain_file" => self.vendor_chain_file = Some(path("vendor_chain_file", value)?),
+            "apple_cert_service_url" => {
+                let url = string("apple_cert_service_url", value)?;
+                self.apple_cert_service_url =
+                    HttpsUrl::parse(url).map_err(|reason| ConfigError::Invalid {
+                        key: "apple_cert_service_url",
+                        reason,
+                    })?;
+            }
+            "apple_cert_request_interval_hours" => {
+                // Fewer than one hour between requests is how accounts got
+                // tens of thousands of certificates: refused, not clamped.
+                self.apple_cert_request_interval_hours =
+                    bounded("apple_cert_request_interval_hours", value, 1, 24 * 365)?
+            }
             other => {
                 return Err(ConfigError::UnknownKey {
                     key: other.to_owned(),
@@ -357,10 +478,12 @@ impl Config {
                 });
             }
         }
+        self.validate_apple_id()?;
         let kinds = [
             ("cert_file", self.cert_file.is_some()),
             ("p12_file", self.p12_file.is_some()),
             ("p8_file", self.p8_file.is_some()),
+            ("apple_id", self.apple_id.is_some()),
         ];
         let mut chosen = kinds.iter().filter(|(_, set)| *set).map(|(k, _)| *k);
         if let (Some(first), Some(second)) = (chosen.next(), chosen.next()) {
@@ -370,6 +493,49 @@ impl Config {
             });
         }
         self.validate_tls()
+    }
+
+    /// The Apple-ID keys come as a set of four (URL and interval have defaults).
+    fn validate_apple_id(&self) -> Result<(), ConfigError> {
+        let keys = [
+            ("apple_id", self.apple_id.is_some()),
+            (
+                "apple_id_hashed_password",
+                self.apple_id_hashed_password.is_some(),
+            ),
+            ("vendor_key_file", self.vendor_key_file.is_some()),
+            ("vendor_chain_file", self.vendor_chain_file.is_some()),
+        ];
+        if !keys.iter().any(|(_, set)| *set) {
+            return Ok(());
+        }
+        if let Some((missing, _)) = keys.iter().find(|(_, set)| !*set) {
+            return Err(ConfigError::Invalid {
+                key: missing,
+                reason: "is required for the Apple-ID certificate service (apple_id, apple_id_hashed_password, vendor_key_file, vendor_chain_file)".into(),
+            });
+        }
+        if !cfg!(feature = "apple-id") {
+            return Err(ConfigError::Invalid {
+                key: "apple_id",
+                reason: "this xapsd was built without the Apple-ID certificate service (cargo feature `apple-id`)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The Apple-ID settings, when configured (after [`Config::validate`]).
+    pub fn apple_id_config(&self) -> Option<AppleIdConfig> {
+        Some(AppleIdConfig {
+            apple_id: self.apple_id.clone()?,
+            password_hash: self.apple_id_hashed_password.clone()?,
+            vendor_key_file: self.vendor_key_file.clone()?,
+            vendor_chain_file: self.vendor_chain_file.clone()?,
+            service_url: self.apple_cert_service_url.clone(),
+            request_interval: std::time::Duration::from_secs(
+                self.apple_cert_request_interval_hours * 3600,
+            ),
+        })
     }
 
     /// The TLS listener's keys come as a set of three.
@@ -717,6 +883,22 @@ mod tests {
                 r#"{"tls_listen":["127.0.0.1:1"],"tls_cert_file":"c.pem"}"#,
                 "config key `tls_key_file`: is required for the TLS listener",
             ),
+            (
+                r#"{"apple_cert_request_interval_hours":0}"#,
+                "config key `apple_cert_request_interval_hours`: 0 is outside 1..=8760",
+            ),
+            (
+                r#"{"apple_id_hashed_password":"abc"}"#,
+                "config key `apple_id_hashed_password`: must be the 64 hex digits",
+            ),
+            (
+                r#"{"apple_cert_service_url":"http://x/y"}"#,
+                "config key `apple_cert_service_url`: `http://x/y` does not start with https://",
+            ),
+            (
+                r#"{"apple_id":"a@b.c"}"#,
+                "config key `apple_id_hashed_password`: is required for the Apple-ID",
+            ),
             (r#"[1]"#, "must hold one JSON object"),
             (r#"{"listen":"#, "is not valid JSON"),
         ];
@@ -736,6 +918,73 @@ mod tests {
         .unwrap();
         assert_eq!(token.key_id.as_deref(), Some("ABC123DEFG"));
         assert_eq!(token.topic.as_deref(), Some("com.x.y"));
+    }
+
+    #[cfg(feature = "apple-id")]
+    #[test]
+    fn apple_id_keys_come_as_a_set() {
+        let hash = "ab".repeat(32);
+        let c = parse(&format!(
+            r#"{{"apple_id":"a@b.c","apple_id_hashed_password":"{}","vendor_key_file":"k",
+                "vendor_chain_file":"c","apple_cert_service_url":"https://127.0.0.1:8443/ca",
+                "apple_cert_request_interval_hours":1}}"#,
+            hash.to_uppercase()
+        ));
+        let apple = c.unwrap().apple_id_config().unwrap();
+        assert_eq!(apple.password_hash, hash);
+        assert_eq!(apple.request_interval, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            apple.service_url,
+            HttpsUrl {
+                host: "127.0.0.1".into(),
+                port: 8443,
+                path: "/ca".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_config_holding_the_password_hash_is_a_secret_file() {
+        let path = std::env::temp_dir().join(format!("xapsd-config-{}.json", std::process::id()));
+        let hash = "ab".repeat(32);
+        std::fs::write(&path, format!(r#"{{"apple_id_hashed_password":"{hash}"}}"#)).unwrap();
+        let config = Config::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(config.secret_config_file.as_deref(), Some(path.as_path()));
+    }
+
+    #[test]
+    fn service_urls() {
+        assert_eq!(
+            HttpsUrl::parse(APPLE_CERT_SERVICE_URL).unwrap(),
+            Config::default().apple_cert_service_url
+        );
+        assert_eq!(HttpsUrl::parse("https://[::1]:9/x").unwrap().host, "::1");
+        assert_eq!(HttpsUrl::parse("https://[::1]/x").unwrap().port, 443);
+        for bad in [
+            "https://",
+            "https://h:0/",
+            "https://h/a b",
+            "https://u@h/",
+            "https://[::1/",
+        ] {
+            assert!(HttpsUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(not(feature = "apple-id"))]
+    #[test]
+    fn apple_id_is_refused_by_a_build_without_the_feature() {
+        let hash = "ab".repeat(32);
+        let err = parse(&format!(
+            r#"{{"apple_id":"a@b.c","apple_id_hashed_password":"{hash}","vendor_key_file":"k","vendor_chain_file":"c"}}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("built without the Apple-ID certificate service"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -214,22 +214,11 @@ pub fn check_config(mut config: Config) -> i32 {
         config.delay_secs, config.expire_days
     );
     println!("bounds: {limits:?}");
+    if config.apple_id.is_some() {
+        return check_apple_id(&config);
+    }
     match load_identity(&config) {
-        Ok(Some(identity)) => {
-            let now = crate::clock::unix_now() as i64;
-            println!("{}", describe(identity.as_ref(), now));
-            let mut code = 0;
-            for finding in assess(identity.as_ref(), now) {
-                match finding {
-                    Finding::Warning(w) => println!("warning: {w}"),
-                    Finding::Unusable(u) => {
-                        println!("push identity: UNUSABLE: {u}");
-                        code = 1;
-                    }
-                }
-            }
-            code
-        }
+        Ok(Some(identity)) => print_identity(identity.as_ref()),
         Ok(None) => {
             println!("push identity: none (dry run: pushes are logged, not sent)");
             0
@@ -239,6 +228,94 @@ pub fn check_config(mut config: Config) -> i32 {
             1
         }
     }
+}
+
+/// `check-config`'s identity lines; 1 when the identity is unusable.
+fn print_identity(identity: &dyn PushIdentity) -> i32 {
+    let now = crate::clock::unix_now() as i64;
+    println!("{}", describe(identity, now));
+    let mut code = 0;
+    for finding in assess(identity, now) {
+        match finding {
+            Finding::Warning(w) => println!("warning: {w}"),
+            Finding::Unusable(u) => {
+                println!("push identity: UNUSABLE: {u}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+/// `check-config` for the Apple-ID identity: the vendor files, and the
+/// certificate in the store if the store exists and is free (a running
+/// daemon holds it; its startup log has the same line).
+#[cfg(feature = "apple-id")]
+fn check_apple_id(config: &Config) -> i32 {
+    use crate::identity::apple_id;
+    let Some(apple) = config.apple_id_config() else {
+        return 1;
+    };
+    println!(
+        "apple_id: {}, certificate service {}{}, at most one request per {} hours",
+        crate::privacy::Short(&apple.apple_id),
+        apple.service_url.host,
+        apple.service_url.path,
+        apple.request_interval.as_secs() / 3600
+    );
+    if let Err(e) = apple_id::csr::Vendor::load(&apple.vendor_key_file, &apple.vendor_chain_file) {
+        println!("push identity: UNUSABLE: {e}");
+        return 1;
+    }
+    let Some(db) = config.db.as_deref().filter(|db| db.exists()) else {
+        println!(
+            "push identity: {}, none stored yet (the daemon asks Apple at start)",
+            apple_id::KIND
+        );
+        return 0;
+    };
+    let store = match Store::open(db, store_limits(&Limits::default())) {
+        Ok(store) => store,
+        Err(e) => {
+            println!(
+                "push identity: {}, store not readable now ({e}); see the daemon's startup log",
+                apple_id::KIND
+            );
+            return 0;
+        }
+    };
+    let found = store
+        .certs()
+        .map_err(apple_id::AppleIdError::Store)
+        .and_then(|c| apple_id::stored_identity(&c));
+    let last = store.meta(apple_id::LAST_REQUEST).ok().flatten();
+    store.close();
+    if let Some(last) = last {
+        println!(
+            "apple_id: last request to Apple {}",
+            crate::clock::format_utc_minute(last as i64)
+        );
+    }
+    match found {
+        Ok(Some(identity)) => print_identity(&identity),
+        Ok(None) => {
+            println!(
+                "push identity: {}, none stored yet (the daemon asks Apple at start)",
+                apple_id::KIND
+            );
+            0
+        }
+        Err(e) => {
+            println!("push identity: UNUSABLE: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(not(feature = "apple-id"))]
+fn check_apple_id(_config: &Config) -> i32 {
+    // Config validation refuses apple_id in such a build.
+    1
 }
 
 /// Reads `plugin_auth` (once, at start) and says what it guards.
@@ -429,6 +506,8 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let identity = load_identity(&config).map_err(DaemonError::Identity)?;
     match &identity {
         Some(identity) => report_identity(identity.as_ref()),
+        // Its certificates are in the store, reported once it is open.
+        None if config.apple_id.is_some() => {}
         None => log::warn!("no push identity configured: dry run, pushes are logged and not sent"),
     }
     let slot = IdentitySlot::new(identity);
@@ -445,6 +524,8 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         "store open: {} device(s) registered",
         store.device_count().unwrap_or(0)
     );
+    #[cfg(feature = "apple-id")]
+    let renewer = apple_id_renewer(&config, &store, &slot, &anchors);
     // The legacy socket first: once the TCP listeners say "listening on",
     // every front end is up.
     let legacy_socket = match &config.legacy_socket {
@@ -553,6 +634,8 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
             async move { d.run_sender().await }
         });
         let sweeper = executor.spawn(sweep_forever(store.clone(), config.expire_days));
+        #[cfg(feature = "apple-id")]
+        let renewing = renewer.map(|r| executor.spawn(r.run()));
         log::info!("ready");
 
         while let Ok(signal) = signal_rx.recv().await {
@@ -565,6 +648,10 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         }
         drop(accepting); // stop accepting; open connections end with the executor
         sweeper.cancel().await;
+        #[cfg(feature = "apple-id")]
+        if let Some(task) = renewing {
+            task.cancel().await;
+        }
         dispatcher.shutdown(limits.shutdown_grace).await;
         timers.cancel().await;
         sender.cancel().await;
@@ -577,6 +664,45 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let _ = signal_thread.join();
     log::info!("stopped");
     Ok(())
+}
+
+/// Puts the stored Apple-ID certificate in force and makes the task that
+/// requests and renews certificates, when `apple_id` is configured.
+#[cfg(feature = "apple-id")]
+fn apple_id_renewer(
+    config: &Config,
+    store: &Store,
+    slot: &IdentitySlot,
+    anchors: &[CertificateDer<'static>],
+) -> Option<crate::identity::apple_id::Renewer> {
+    use crate::identity::apple_id;
+    let apple = config.apple_id_config()?;
+    if let Err(e) = apple_id::csr::Vendor::load(&apple.vendor_key_file, &apple.vendor_chain_file) {
+        log::error!("Apple-ID certificates cannot be requested: {e}");
+    }
+    match store.certs().map_err(apple_id::AppleIdError::Store).and_then(|c| apple_id::stored_identity(&c)) {
+        Ok(Some(identity)) => {
+            report_identity(&identity);
+            slot.replace(Arc::new(identity));
+        }
+        Ok(None) => log::warn!(
+            "no Apple-ID certificate stored yet: dry run until Apple's certificate service issues one"
+        ),
+        Err(e) => log::error!("the stored Apple-ID certificate is unusable: {e}; dry run"),
+    }
+    let tls = match apple_id::service::tls_config(root_store(anchors)) {
+        Ok(tls) => tls,
+        Err(e) => {
+            log::error!("Apple-ID certificate service: TLS setup failed: {e}");
+            return None;
+        }
+    };
+    Some(apple_id::Renewer::new(
+        apple,
+        store.clone(),
+        slot.clone(),
+        tls,
+    ))
 }
 
 /// SIGHUP: reload the identity files; on failure keep the one in force.
@@ -595,6 +721,9 @@ fn reload(config: &Config, slot: &IdentitySlot) {
                     "the push topic changed: devices must register again before they get pushes"
                 );
             }
+        }
+        Ok(None) if config.apple_id.is_some() => {
+            log::info!("SIGHUP: the Apple-ID certificate comes from the store; nothing to reload")
         }
         Ok(None) => log::info!("SIGHUP: no push identity configured; nothing to reload"),
         Err(e) => log::error!("SIGHUP: reload failed, keeping the current identity: {e}"),

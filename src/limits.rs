@@ -112,3 +112,18 @@ pub const CERT_WARN_DAYS: i64 = 30;
 
 /// Largest file read for a secret (`plugin_auth = "@/path"`): one short line.
 pub const MAX_SECRET_FILE: usize = 4096;
+
+/// Apple-ID certificates are renewed this many days before the mail
+/// certificate's notAfter.
+pub const APPLE_CERT_RENEW_DAYS: i64 = 30;
+
+/// One request to Apple's certificate service must be answered within this.
+pub const APPLE_CERT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest answer read from the certificate service (five PEM
+/// certificates in a plist are about 12 KB).
+pub const MAX_APPLE_CERT_ANSWER: usize = 256 * 1024;
+
+/// The certificate renewal task looks again at least this often, so a wall
+/// clock that jumps (routers without an RTC) is noticed.
+pub const APPLE_CERT_RECHECK: Duration = Duration::from_secs(6 * 3600);

@@ -6,8 +6,9 @@
 //! files that count are those holding a private key or a password: the
 //! `plugin_auth` file, `p12_password_file`, `p12_file` (the key is inside),
 //! `key_file` (or `cert_file` when the key is in it), `p8_file`,
-//! `tls_key_file`, and the
-//! JSON config itself when it holds `plugin_auth` inline. Certificates,
+//! `tls_key_file`, `vendor_key_file`, and the JSON config itself when it
+//! holds `plugin_auth` inline or `apple_id_hashed_password` (which
+//! Apple's service takes in place of the password). Certificates,
 //! trust anchors and a config without secrets may be readable by all.
 
 use std::fmt;
@@ -69,6 +70,7 @@ pub fn secret_files(config: &Config) -> Vec<(&'static str, &Path)> {
         ("p12_password_file", &config.p12_password_file),
         ("p8_file", &config.p8_file),
         ("tls_key_file", &config.tls_key_file),
+        ("vendor_key_file", &config.vendor_key_file),
     ] {
         if let Some(path) = path {
             files.push((key, path.as_path()));
@@ -138,6 +140,14 @@ mod tests {
             exposed.display()
         );
         assert_eq!(err, want);
+
+        // The macOS Server vendor key is a secret too.
+        let config = Config {
+            vendor_key_file: Some(file(&dir, "vendor.key", 0o644)),
+            ..Config::default()
+        };
+        let err = check(&config).unwrap_err().to_string();
+        assert!(err.starts_with("vendor_key_file "), "{err}");
 
         // The certificate counts when it carries the key.
         let config = Config {

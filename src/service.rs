@@ -174,7 +174,7 @@ pub fn device_from(req: RegisterRequest, limits: &Limits) -> Result<Device, Serv
     }
     // The token goes into the APNs request path: hex only.
     let token = &req.device_token;
-    if token.len() % 2 != 0 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !token.len().is_multiple_of(2) || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return invalid("field `ApsDeviceToken` is not a hex string".into());
     }
     if req.mailboxes.is_empty() {

@@ -11,6 +11,10 @@
 //! - `meta`: `schema_version` -> 1
 //! - `devices`: device token -> [`Device`] as JSON (miniserde)
 //! - `user_devices`: username -> device tokens (multimap index)
+//! - `apple_certs`: name -> (certificate DER, private key DER): certificates
+//!   the daemon obtained itself (Apple-ID service), keys included; added in
+//!   place (a store without the table gets an empty one), so still version 1
+//! - `apple_meta`: name -> unix seconds (e.g. when Apple was last asked)
 
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
@@ -32,6 +36,17 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const USER_DEVICES: MultimapTableDefinition<&str, &str> =
     MultimapTableDefinition::new("user_devices");
+const APPLE_CERTS: TableDefinition<&str, (&[u8], &[u8])> = TableDefinition::new("apple_certs");
+const APPLE_META: TableDefinition<&str, u64> = TableDefinition::new("apple_meta");
+
+/// A certificate and its private key, kept under a name. The store does not
+/// look inside: what they are for is the caller's business.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCert {
+    pub name: String,
+    pub cert_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+}
 
 /// One registered device. The token is its key: a token that shows up under
 /// another account or user moves there.
@@ -135,13 +150,23 @@ enum Op {
     Sweep {
         cutoff: u64,
     },
+    /// Replaces every stored certificate with these, in one transaction.
+    PutCerts(Vec<StoredCert>),
+    SetMeta {
+        name: String,
+        value: u64,
+    },
 }
 
 /// What a write did, returned to the caller once it is durable.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Written {
-    Registered { evicted: usize },
+    Registered {
+        evicted: usize,
+    },
     Removed(usize),
+    /// Certificates or a meta value were stored.
+    Stored,
 }
 
 type Reply = async_channel::Sender<Result<Written, StoreError>>;
@@ -234,6 +259,45 @@ impl Store {
         self.write(Op::Sweep { cutoff }).await
     }
 
+    /// Replaces the stored certificates with `certs` (all or none); returns
+    /// once they are on disk.
+    pub async fn put_certs(&self, certs: Vec<StoredCert>) -> Result<Written, StoreError> {
+        self.write(Op::PutCerts(certs)).await
+    }
+
+    /// Every stored certificate, ordered by name.
+    pub fn certs(&self) -> Result<Vec<StoredCert>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(APPLE_CERTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (name, value) = entry?;
+            let (cert, key) = value.value();
+            out.push(StoredCert {
+                name: name.value().to_owned(),
+                cert_der: cert.to_vec(),
+                key_der: key.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Sets a named number durably (e.g. the time of the last request).
+    pub async fn set_meta(&self, name: &str, value: u64) -> Result<Written, StoreError> {
+        self.write(Op::SetMeta {
+            name: name.to_owned(),
+            value,
+        })
+        .await
+    }
+
+    /// A named number set with [`Store::set_meta`].
+    pub fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(APPLE_META)?;
+        Ok(table.get(name)?.map(|v| v.value()))
+    }
+
     async fn write(&self, op: Op) -> Result<Written, StoreError> {
         let (reply, answer) = async_channel::bounded(1);
         self.ops.try_send((op, reply)).map_err(|e| match e {
@@ -303,6 +367,8 @@ fn init_schema(db: &Database) -> Result<(), StoreError> {
         }
         txn.open_table(DEVICES)?;
         txn.open_multimap_table(USER_DEVICES)?;
+        txn.open_table(APPLE_CERTS)?;
+        txn.open_table(APPLE_META)?;
     }
     txn.commit()?;
     Ok(())
@@ -376,6 +442,31 @@ fn apply_batch(
 }
 
 fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written, StoreError> {
+    match op {
+        Op::PutCerts(certs) => {
+            let mut table = txn.open_table(APPLE_CERTS)?;
+            table.retain(|_, _| false)?;
+            for cert in certs {
+                table.insert(
+                    cert.name.as_str(),
+                    (cert.cert_der.as_slice(), cert.key_der.as_slice()),
+                )?;
+            }
+            Ok(Written::Stored)
+        }
+        Op::SetMeta { name, value } => {
+            txn.open_table(APPLE_META)?.insert(name.as_str(), *value)?;
+            Ok(Written::Stored)
+        }
+        _ => apply_device_op(txn, op, limits),
+    }
+}
+
+fn apply_device_op(
+    txn: &WriteTransaction,
+    op: &Op,
+    limits: StoreLimits,
+) -> Result<Written, StoreError> {
     let mut devices = txn.open_table(DEVICES)?;
     let mut index = txn.open_multimap_table(USER_DEVICES)?;
     match op {
@@ -436,6 +527,8 @@ fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written
             }
             Ok(Written::Removed(stale.len()))
         }
+        // Not device operations; `apply` handles them.
+        Op::PutCerts(_) | Op::SetMeta { .. } => Ok(Written::Stored),
     }
 }
 
@@ -650,6 +743,33 @@ mod tests {
                 "importing again changes nothing"
             );
         });
+        store.close();
+    }
+
+    #[test]
+    fn certificates_and_meta_survive_a_reopen_and_are_replaced_whole() {
+        let path = temp_path("certs");
+        let store = Store::open(&path, limits()).unwrap();
+        let cert = |name: &str, n: u8| StoredCert {
+            name: name.into(),
+            cert_der: vec![n; 3],
+            key_der: vec![n + 1; 2],
+        };
+        assert_eq!(store.meta("last_request").unwrap(), None);
+        async_io::block_on(async {
+            store
+                .put_certs(vec![cert("b", 1), cert("a", 2)])
+                .await
+                .unwrap();
+            store.set_meta("last_request", 1234).await.unwrap();
+        });
+        store.close();
+        drop(store);
+        let store = Store::open(&path, limits()).unwrap();
+        assert_eq!(store.certs().unwrap(), vec![cert("a", 2), cert("b", 1)]);
+        assert_eq!(store.meta("last_request").unwrap(), Some(1234));
+        async_io::block_on(store.put_certs(vec![cert("c", 5)])).unwrap();
+        assert_eq!(store.certs().unwrap(), vec![cert("c", 5)]);
         store.close();
     }
 

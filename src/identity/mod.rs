@@ -7,6 +7,8 @@
 //! provider. [`IdentitySlot`] holds the identity in force so it can be
 //! swapped (SIGHUP, renewal) while pushes keep flowing.
 
+#[cfg(feature = "apple-id")]
+pub mod apple_id;
 #[cfg(feature = "pkcs12")]
 pub mod p12;
 pub mod pem;

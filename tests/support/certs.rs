@@ -225,6 +225,49 @@ impl TestCa {
     }
 
     pub fn push_cert_with_key(&self, spec: PushCertSpec, key: KeyPair) -> CertAndKey {
+        let params = push_params(&spec);
+        self.sign_with(params, key)
+    }
+
+    /// Issues a push certificate for someone else's public key (a CSR's
+    /// SubjectPublicKeyInfo, DER), as Apple's certificate service does;
+    /// returns the certificate as PEM and DER.
+    pub fn issue_for_public_key(
+        &self,
+        spki_der: &[u8],
+        spec: PushCertSpec,
+        serial: &[u8],
+    ) -> (String, Vec<u8>) {
+        let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der).expect("CSR public key");
+        let mut params = push_params(&spec);
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+        let cert = params
+            .signed_by(&public, &self.issuer)
+            .expect("sign the issued certificate");
+        (cert.pem(), cert.der().to_vec())
+    }
+
+    /// An RSA certificate for the committed test key, shaped like the
+    /// macOS Server vendor certificate (for the Apple-ID tests; the
+    /// project ships no Apple keys). Key PEM: PKCS#1.
+    pub fn vendor_cert_rsa(&self) -> CertAndKey {
+        let key = KeyPair::from_pkcs8_pem_and_sign_algo(RSA_KEY_PKCS8_PEM, &rcgen::PKCS_RSA_SHA256)
+            .expect("load the RSA test key");
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "xapsd test vendor (not Apple)");
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut cert = self.sign_with(params, key);
+        cert.key_pem = RSA_KEY_PKCS1_PEM.to_string();
+        cert
+    }
+}
+
+/// Certificate parameters of an Apple-style push certificate.
+fn push_params(spec: &PushCertSpec) -> CertificateParams {
+    {
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
         // Apple's order: UID, CN, OU, O, C.
@@ -262,9 +305,11 @@ impl TestCa {
         if let Some(t) = spec.not_after {
             params.not_after = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(t);
         }
-        self.sign_with(params, key)
+        params
     }
+}
 
+impl TestCa {
     fn sign(&self, params: CertificateParams) -> CertAndKey {
         let key = KeyPair::generate().expect("generate leaf key");
         self.sign_with(params, key)

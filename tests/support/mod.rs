@@ -5,7 +5,8 @@
 //! Dovecot and Apple would: [`plugin`] speaks the Dovecot plugin's HTTP/1.1,
 //! [`mock_apns`] plays APNs over TLS + HTTP/2, [`certs`] makes the
 //! certificates both sides need, [`daemon`] runs and watches the binary,
-//! [`jwt`] checks provider tokens as APNs would, and [`tempdir`] gives every
+//! [`jwt`] checks provider tokens as APNs would, [`mock_caservice`] plays
+//! Apple's push certificate service (feature `apple-id`), and [`tempdir`] gives every
 //! test its own files. Not every test binary uses every helper, hence the
 //! `dead_code` allowance.
 
@@ -16,6 +17,8 @@ pub mod certs;
 pub mod daemon;
 pub mod jwt;
 pub mod mock_apns;
+#[cfg(feature = "apple-id")]
+pub mod mock_caservice;
 pub mod plugin;
 pub mod tempdir;
 
