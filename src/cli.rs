@@ -48,7 +48,9 @@ pub const EXIT_CONFIG: i32 = 78;
   allow_root     true: keep running as root instead of switching to daemon_user (default false)
   tls_listen     plugin API addresses served over TLS, addr:port (default none)
   tls_cert_file  PEM certificate chain of the TLS listener (default none)
-  tls_key_file   PEM private key of the TLS listener (default none)"
+  tls_key_file   PEM private key of the TLS listener (default none)
+  memory_budget_kib
+                 memory the daemon may use, in KiB; every connection, queue and cache bound is derived from it (default 8192, at least 4096)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -169,6 +171,9 @@ macro_rules! config_command {
             /// PEM private key of the TLS listener (default none)
             #[argh(option)]
             tls_key_file: Option<String>,
+            /// memory the daemon may use, in KiB; all bounds derive from it (default 8192, at least 4096)
+            #[argh(option)]
+            memory_budget_kib: Option<u64>,
         }
 
         impl $name {
@@ -212,6 +217,7 @@ macro_rules! config_command {
                     ("daemon_user", s(&self.daemon_user)),
                     ("daemon_group", s(&self.daemon_group)),
                     ("allow_root", self.allow_root.then_some(Value::Bool(true))),
+                    ("memory_budget_kib", n(&self.memory_budget_kib)),
                 ];
                 for (key, value) in flags {
                     if let Some(value) = value {

@@ -49,6 +49,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("tls_listen", "plugin API addresses served over TLS, addr:port (default none)"),
     ("tls_cert_file", "PEM certificate chain of the TLS listener (default none)"),
     ("tls_key_file", "PEM private key of the TLS listener (default none)"),
+    ("memory_budget_kib", "memory the daemon may use, in KiB; every connection, queue and cache bound is derived from it (default 8192, at least 4096)"),
 ];
 
 /// Which APNs server pushes go to.
@@ -123,6 +124,8 @@ pub struct Config {
     pub tls_listen: Vec<SocketAddr>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// Validated: [`crate::limits::Limits::from_budget`] accepts it.
+    pub memory_budget_kib: u64,
 }
 
 impl Default for Config {
@@ -157,6 +160,7 @@ impl Default for Config {
             tls_listen: Vec::new(),
             tls_cert_file: None,
             tls_key_file: None,
+            memory_budget_kib: crate::limits::DEFAULT_BUDGET_KIB,
         }
     }
 }
@@ -299,6 +303,14 @@ impl Config {
                     }
                 })?;
                 self.plugin_auth = Some(setting);
+            }
+            "memory_budget_kib" => {
+                let kib = bounded("memory_budget_kib", value, 0, u64::MAX)?;
+                crate::limits::Limits::from_budget(kib).map_err(|e| ConfigError::Invalid {
+                    key: "memory_budget_kib",
+                    reason: e.to_string(),
+                })?;
+                self.memory_budget_kib = kib;
             }
             "daemon_user" => self.daemon_user = account_name("daemon_user", value)?,
             "daemon_group" => self.daemon_group = Some(account_name("daemon_group", value)?),
@@ -716,6 +728,14 @@ mod tests {
             (
                 r#"{"tls_listen":["127.0.0.1:1"],"tls_cert_file":"c.pem"}"#,
                 "config key `tls_key_file`: is required for the TLS listener",
+            ),
+            (
+                r#"{"memory_budget_kib":2048}"#,
+                "config key `memory_budget_kib`: 2048 KiB is too small to run in: xapsd needs at least 4096 KiB",
+            ),
+            (
+                r#"{"memory_budget_kib":"8M"}"#,
+                "config key `memory_budget_kib` must be a whole number",
             ),
             (r#"[1]"#, "must hold one JSON object"),
             (r#"{"listen":"#, "is not valid JSON"),
