@@ -507,6 +507,14 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
 
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(DaemonError::Signals)?;
+    // A file-size limit (RLIMIT_FSIZE from the init system, a quota) must
+    // fail the store's write with EFBIG, answered 503, rather than kill the
+    // daemon with SIGXFSZ's default action.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map_err(DaemonError::Signals)?;
     let signal_handle = signals.handle();
     let (signal_tx, signal_rx) = async_channel::bounded::<i32>(8);
     let signal_thread = std::thread::Builder::new()

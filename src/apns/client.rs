@@ -43,6 +43,14 @@ impl Live {
         !self.closed.load(Ordering::Acquire) && self.generation == generation
     }
 
+    /// Takes no new pushes, but lets the streams in flight finish: after a
+    /// GOAWAY, the streams it did not name are retried, the ones it named
+    /// are still answered (killing the connection would send those twice).
+    /// The connection closes once the last handle is dropped.
+    fn retire(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     /// Closes the connection now; its streams fail and are retried.
     fn kill(&self) {
         self.closed.store(true, Ordering::Release);
@@ -286,8 +294,11 @@ impl ApnsClient {
             }
             Some(Err(e)) => {
                 // A stream refused or cut by GOAWAY was not processed: resend.
-                // Anything at connection level means this connection is done.
-                if e.is_io() || e.is_go_away() || !e.is_reset() {
+                // After a GOAWAY the streams it named still get answers; any
+                // other connection-level error means this connection is done.
+                if e.is_go_away() {
+                    live.retire();
+                } else if e.is_io() || !e.is_reset() {
                     live.kill();
                 }
                 Outcome::Retry {
