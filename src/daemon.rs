@@ -316,7 +316,7 @@ fn bind_all(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
 fn warn_if_open(config: &Config, local: std::net::SocketAddr) {
     if config.plugin_auth.is_none() && !local.ip().is_loopback() {
         log::warn!(
-            "listening on non-loopback {local} without plugin_auth: any host that reaches it can register devices"
+            "plugin API open on non-loopback {local} without plugin_auth: any host that reaches it can register devices"
         );
     }
 }
