@@ -163,95 +163,77 @@ impl HttpFrontEnd {
                     }
                 }
             }
-            let deadline = Instant::now() + limits.plugin_request_timeout;
-            let head = loop {
-                match parse_head(buf.data(), limits.max_request_headers) {
-                    Ok(Some(head)) => break head,
-                    Ok(None) if buf.len() >= limits.max_request_head => {
-                        let _ = self
-                            .answer(
-                                &mut stream,
-                                peer,
-                                Reply::error(431, "request head too large"),
-                                true,
-                            )
-                            .await;
-                        return;
-                    }
-                    Ok(None) => {
-                        match read_more(&mut stream, &mut buf, limits.max_request_head, deadline)
-                            .await
-                        {
-                            ReadResult::Data => {}
-                            ReadResult::Closed => return,
-                            ReadResult::NoMemory => {
-                                let _ = self.answer(&mut stream, peer, Reply::busy(), true).await;
-                                return;
-                            }
-                            ReadResult::TimedOut => {
-                                if !buf.is_empty() {
-                                    let _ = self
-                                        .answer(
-                                            &mut stream,
-                                            peer,
-                                            Reply::error(408, "request not received in time"),
-                                            true,
-                                        )
-                                        .await;
-                                }
-                                return;
-                            }
-                        }
-                    }
-                    Err(reply) => {
-                        let _ = self.answer(&mut stream, peer, reply, true).await;
-                        return;
-                    }
-                }
-            };
-            let body_len = match head.body_length(limits.max_request_body) {
-                Ok(n) => n,
-                Err(reply) => {
-                    let _ = self.answer(&mut stream, peer, reply, true).await;
-                    return;
-                }
-            };
-            let total = head.len + body_len;
-            while buf.len() < total {
-                match read_more(&mut stream, &mut buf, total, deadline).await {
-                    ReadResult::Data => {}
-                    ReadResult::Closed => return,
-                    ReadResult::NoMemory => {
-                        let _ = self.answer(&mut stream, peer, Reply::busy(), true).await;
-                        return;
-                    }
-                    ReadResult::TimedOut => {
-                        let _ = self
-                            .answer(
-                                &mut stream,
-                                peer,
-                                Reply::error(408, "body not received in time"),
-                                true,
-                            )
-                            .await;
-                        return;
-                    }
-                }
-            }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            // Boxed: the routing future is large, and an unboxed one would be
-            // part of every idle connection's state.
-            let reply = Box::pin(self.route(&head, &buf.data()[head.len..total], peer)).await;
-            let close = !head.keep_alive;
-            if Box::pin(self.answer(&mut stream, peer, reply, close))
-                .await
-                .is_err()
-                || close
-            {
+            // Boxed: only a connection with a request in progress holds the
+            // request's state; an idle one holds just the wait above.
+            if !Box::pin(self.request(&mut stream, &mut buf, peer)).await {
                 return;
             }
-            buf.consume(total);
         }
+    }
+
+    /// Reads, routes and answers one request; `false` when the connection
+    /// is to be closed.
+    async fn request<S: PluginStream>(
+        &self,
+        stream: &mut S,
+        buf: &mut InBuf<'_>,
+        peer: SocketAddr,
+    ) -> bool {
+        let limits = &self.limits;
+        let deadline = Instant::now() + limits.plugin_request_timeout;
+        let (reply, close) = match self.read_request(stream, buf, deadline).await {
+            Ok((head, total)) => {
+                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                let reply = Box::pin(self.route(&head, &buf.data()[head.len..total], peer)).await;
+                buf.consume(total);
+                (reply, !head.keep_alive)
+            }
+            Err(Some(reply)) => (reply, true),
+            Err(None) => return false,
+        };
+        self.answer(stream, peer, reply, close).await.is_ok() && !close
+    }
+
+    /// Reads one request (head and body) into `buf` before `deadline`:
+    /// its head and length, or the answer to send before closing (`None`:
+    /// close without one, the peer is gone or sent nothing).
+    async fn read_request<S: PluginStream>(
+        &self,
+        stream: &mut S,
+        buf: &mut InBuf<'_>,
+        deadline: Instant,
+    ) -> Result<(Head, usize), Option<Reply>> {
+        let limits = &self.limits;
+        let head = loop {
+            match parse_head(buf.data(), limits.max_request_headers) {
+                Ok(Some(head)) => break head,
+                Ok(None) if buf.len() >= limits.max_request_head => {
+                    return Err(Some(Reply::error(431, "request head too large")))
+                }
+                Ok(None) => match read_more(stream, buf, limits.max_request_head, deadline).await {
+                    ReadResult::Data => {}
+                    ReadResult::Closed => return Err(None),
+                    ReadResult::NoMemory => return Err(Some(Reply::busy())),
+                    ReadResult::TimedOut if buf.is_empty() => return Err(None),
+                    ReadResult::TimedOut => {
+                        return Err(Some(Reply::error(408, "request not received in time")))
+                    }
+                },
+                Err(reply) => return Err(Some(reply)),
+            }
+        };
+        let total = head.len + head.body_length(limits.max_request_body).map_err(Some)?;
+        while buf.len() < total {
+            match read_more(stream, buf, total, deadline).await {
+                ReadResult::Data => {}
+                ReadResult::Closed => return Err(None),
+                ReadResult::NoMemory => return Err(Some(Reply::busy())),
+                ReadResult::TimedOut => {
+                    return Err(Some(Reply::error(408, "body not received in time")))
+                }
+            }
+        }
+        Ok((head, total))
     }
 
     async fn route(&self, head: &Head, body: &[u8], peer: SocketAddr) -> Reply {
