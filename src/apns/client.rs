@@ -144,13 +144,16 @@ impl ApnsClient {
             }
             // Stale or dead: forget it; in-flight streams keep their clones.
             *slot = None;
-            let attempt = async {
+            // Boxed: the TLS + HTTP/2 handshake's state is ~12 KB, and
+            // every push in flight awaits ready(); unboxed, each one's task
+            // would be that big for a connect that rarely happens.
+            let attempt = Box::pin(async {
                 let tls = connection::tls_config(
                     Arc::clone(&inner.roots),
                     identity.client_certificate(),
                 )?;
                 connection::connect(inner.endpoint.host(), inner.endpoint.port(), tls).await
-            };
+            });
             match within(inner.limits.apns_connect_timeout, attempt).await {
                 Some(Ok((send, driver))) => {
                     let live = self.start(generation, send, driver);
