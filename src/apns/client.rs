@@ -154,7 +154,7 @@ impl ApnsClient {
                 )?;
                 connection::connect(inner.endpoint.host(), inner.endpoint.port(), tls).await
             });
-            match within(inner.limits.apns_connect_timeout, attempt).await {
+            let why = match within(inner.limits.apns_connect_timeout, attempt).await {
                 Some(Ok((send, driver))) => {
                     let live = self.start(generation, send, driver);
                     inner.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -167,21 +167,19 @@ impl ApnsClient {
                     *slot = Some(live.clone());
                     return Ok(live);
                 }
-                failure => {
-                    inner.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    inner.stats.failing.store(true, Ordering::Relaxed);
-                    let why = match failure {
-                        Some(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {:?}", inner.limits.apns_connect_timeout),
-                    };
-                    log::warn!(
-                        "cannot connect to APNs {}: {why}; retrying in {backoff:?}",
-                        inner.endpoint
-                    );
-                    Timer::after(backoff).await;
-                    backoff = (backoff * 2).min(inner.limits.apns_backoff_max);
-                }
-            }
+                Some(Err(e)) => e.to_string(),
+                None => format!("no answer within {:?}", inner.limits.apns_connect_timeout),
+            };
+            // Only the reason lives on across the backoff, not the failed
+            // attempt's (large) result.
+            inner.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            inner.stats.failing.store(true, Ordering::Relaxed);
+            log::warn!(
+                "cannot connect to APNs {}: {why}; retrying in {backoff:?}",
+                inner.endpoint
+            );
+            Timer::after(backoff).await;
+            backoff = (backoff * 2).min(inner.limits.apns_backoff_max);
         }
     }
 
