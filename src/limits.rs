@@ -94,7 +94,7 @@ const BASE_KIB: u64 = 3584;
 
 /// Dovecot keeps one mostly idle connection per process, so connections
 /// are the biggest part: 2,000 of them is a busy IMAP server.
-const CONNECTIONS_PER_MILLE: u64 = 600;
+const CONNECTIONS_PER_MILLE: u64 = 560;
 /// An idle keep-alive connection: its task (no buffer while idle), the
 /// reactor's source and timer, the allocator's rounding. Measured 1.17 KiB.
 const CONNECTION_BYTES: u64 = 1280;
@@ -122,11 +122,12 @@ const QUEUED_PUSH_BYTES: u64 = 320;
 const HELD_PUSHES_PER_MILLE: u64 = 50;
 const HELD_PUSH_BYTES: u64 = 512;
 
-/// Pushes in flight: h2 stream state, the request headers and the task.
-const APNS_STREAMS_PER_MILLE: u64 = 25;
-const APNS_STREAM_BYTES: u64 = 1280;
+/// Pushes in flight: the delivery task (~2 KiB), h2's stream state and
+/// the request headers.
+const APNS_STREAMS_PER_MILLE: u64 = 60;
+const APNS_STREAM_BYTES: u64 = 2560;
 
-// The remaining 40 per mille is slack for allocator fragmentation.
+// The remaining 45 per mille is slack for allocator fragmentation.
 
 /// Why a budget was refused.
 #[derive(Debug, PartialEq, Eq)]
