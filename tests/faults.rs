@@ -571,3 +571,35 @@ fn connections_beyond_the_budget_are_closed_at_once_and_counted() {
     assert!(refused >= 1, "{refused}");
     drop(held);
 }
+
+#[test]
+fn check_config_prints_the_derived_bounds_and_a_too_small_budget_stops_the_start() {
+    let binary = env!("CARGO_BIN_EXE_xapsd");
+    let dir = support::tempdir::TempDir::new("budget");
+    let db = dir.join("x.redb");
+    let out = std::process::Command::new(binary)
+        .args(["check-config", "--memory-budget-kib", "16384", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let l = xapsd::limits::Limits::from_budget(16384).unwrap();
+    for line in [
+        "memory_budget_kib: 16384".to_string(),
+        format!("plugin connections: {}", l.max_plugin_connections),
+        format!("push queue: {}", l.push_queue_len),
+        format!("store cache: {} KiB", l.store_cache_bytes / 1024),
+        format!("APNs streams in flight: {}", l.max_apns_streams),
+    ] {
+        assert!(text.contains(&line), "{line:?} missing from\n{text}");
+    }
+    assert!(l.max_plugin_connections > xapsd::limits::Limits::default().max_plugin_connections);
+
+    let mut daemon =
+        Daemon::spawn(support::daemon::DaemonConfig::new().num("memory_budget_kib", 2048));
+    let status = daemon.wait_exit(TIMEOUT);
+    assert_eq!(status.code(), Some(78));
+    assert!(daemon.log_text().contains(
+        "config key `memory_budget_kib`: 2048 KiB is too small to run in: xapsd needs at least 4096 KiB"
+    ), "{}", daemon.log_text());
+}
