@@ -207,9 +207,10 @@ impl Limits {
             apns_backoff_max: Duration::from_secs(5 * 60),
             max_push_attempts: 12,
             max_apns_response_body: 4096,
-            // One commit holds the whole batch's dirty pages; a quarter of
-            // the queue keeps the writer's peak near the cache size.
-            max_store_batch: (store_queue_len / 4).clamp(16, 256),
+            // A commit's dirty pages stay within redb's write buffer (half
+            // the cache) however large the batch, so the batch may take the
+            // whole queue: one fsync for every registration waiting.
+            max_store_batch: store_queue_len.clamp(16, 256),
             store_queue_len,
             store_cache_bytes: share(STORE_CACHE_PER_MILLE) as usize,
             shutdown_grace: Duration::from_secs(5),
