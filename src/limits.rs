@@ -3,7 +3,9 @@
 //! A daemon that shares a 64 MB router with Dovecot must never grow without
 //! limit because a peer is slow, chatty or hostile. Each size, count, queue and
 //! timeout lives here so an operator (and a reviewer) can read the whole
-//! envelope at once; the rest of the code only refers to these fields.
+//! envelope at once; the rest of the code only refers to these fields. The
+//! bounds that hold memory are derived from one setting, `memory_budget_kib`,
+//! in [`Limits::from_budget`], so the whole daemon fits the budget it is given.
 
 use std::time::Duration;
 
@@ -96,7 +98,7 @@ const BASE_KIB: u64 = 3584;
 /// are the biggest part: 2,000 of them is a busy IMAP server.
 const CONNECTIONS_PER_MILLE: u64 = 560;
 /// An idle keep-alive connection: its task (no buffer while idle), the
-/// reactor's source and timer, the allocator's rounding. Measured 1.17 KiB.
+/// reactor's source and timer, the allocator's rounding. Measured 1.23 KiB.
 const CONNECTION_BYTES: u64 = 1280;
 
 /// Request buffers, shared: only connections with a request in progress
