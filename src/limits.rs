@@ -28,6 +28,8 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// Longest request line read from a legacy-socket plugin.
     pub max_legacy_line: usize,
+    /// Legacy-socket connections served at once; more are accepted and closed.
+    pub max_legacy_connections: usize,
     /// A legacy-socket plugin must send its whole line within this (the old
     /// plugin itself gives up after one second).
     pub legacy_read_timeout: Duration,
@@ -193,6 +195,10 @@ impl Limits {
             plugin_request_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(10),
             max_legacy_line: 16 * 1024,
+            // Each one-line request may buffer a whole line; the buffers
+            // take the request-buffer share (a Dovecot runs the old plugin
+            // or the new one, so the two front ends do not peak together).
+            max_legacy_connections: (request_buffer_pool / (16 * 1024)).clamp(4, 1024),
             legacy_read_timeout: Duration::from_secs(5),
             max_mailboxes_per_device: 256,
             max_field_len: 512,
@@ -242,6 +248,10 @@ impl Limits {
             format!(
                 "  request buffers, all connections: {}",
                 kib(self.request_buffer_pool)
+            ),
+            format!(
+                "  legacy socket connections: {}",
+                self.max_legacy_connections
             ),
             format!(
                 "  push queue: {} (full: the oldest is dropped)",
