@@ -272,7 +272,9 @@ fn goaway_mid_flight_resends_unprocessed_streams_and_only_those() {
         requests.len()
     );
     assert_eq!(first.requests, 10, "{connections:?}");
-    assert!(first.refused > 0, "some streams were beyond the GOAWAY");
+    // Streams beyond the 10th were refused by the mock (`first.refused`) or,
+    // sent after the client saw the GOAWAY, failed on its side; either way
+    // they were not processed and must come again on a new connection.
     assert!(connections.len() >= 2);
     // Processed once, answered once: nothing was sent twice.
     assert!(got.values().all(|n| *n == 1), "{got:?}");
