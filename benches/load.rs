@@ -353,15 +353,44 @@ fn notifies_2000(name: &'static str, latency: Duration) -> Report {
     r
 }
 
+/// Resident set now (VmRSS) in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// (c): 2,000 idle plugin connections + 100,000 registrations + sustained notifies.
 fn idle_and_many(name: &'static str) -> Report {
     let rig = rig(Duration::ZERO);
     let addr = rig.daemon.addr();
+    // RSS by phase, for the memory budget (memory_budget_kib, 8 MiB by default).
+    eprintln!("(c) RSS idle: {} KiB", rss_kib(rig.pid));
     let idle: Vec<TcpStream> = (0..2000)
         .map(|_| TcpStream::connect(addr).expect("idle conn"))
         .collect();
+    // The daemon accepts asynchronously: wait until it holds them all.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(format!("/proc/{}/fd", rig.pid)).map_or(0, |d| d.count()) < 2000
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "(c) RSS with 2,000 idle connections: {} KiB",
+        rss_kib(rig.pid)
+    );
     let users = 50_000;
     let reg = register_all(addr, users, 2, 32);
+    eprintln!(
+        "(c) RSS after 100,000 registrations: {} KiB (peak {} KiB)",
+        rss_kib(rig.pid),
+        peak_rss_kib(rig.pid)
+    );
     let cpu = cpu_ns(rig.pid);
     // Mostly new mail, one in five a flag change; users spread over the whole set.
     let (lat, sent, took) = notify_load(

@@ -59,7 +59,9 @@ pub const EXIT_CONFIG: i32 = 78;
   apple_cert_service_url
                  Apple's push certificate service (default https://identity.apple.com/pushcert/caservice)
   apple_cert_request_interval_hours
-                 at most one request to the certificate service per this many hours, 1 or more (default 24)"
+                 at most one request to the certificate service per this many hours, 1 or more (default 24)
+  memory_budget_kib
+                 memory the daemon may use, in KiB; every connection, queue and cache bound is derived from it (default 8192, at least 4096)"
 )]
 pub struct Cli {
     /// print the version and exit
@@ -198,6 +200,9 @@ macro_rules! config_command {
             /// at most one certificate service request per this many hours, 1 or more (default 24)
             #[argh(option)]
             apple_cert_request_interval_hours: Option<u64>,
+            /// memory the daemon may use, in KiB; all bounds derive from it (default 8192, at least 4096)
+            #[argh(option)]
+            memory_budget_kib: Option<u64>,
         }
 
         impl $name {
@@ -247,6 +252,7 @@ macro_rules! config_command {
                     ("vendor_chain_file", s(&self.vendor_chain_file)),
                     ("apple_cert_service_url", s(&self.apple_cert_service_url)),
                     ("apple_cert_request_interval_hours", n(&self.apple_cert_request_interval_hours)),
+                    ("memory_budget_kib", n(&self.memory_budget_kib)),
                 ];
                 for (key, value) in flags {
                     if let Some(value) = value {

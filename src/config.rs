@@ -55,6 +55,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("vendor_chain_file", "PEM certificate chain of the macOS Server vendor identity, for apple_id (default none)"),
     ("apple_cert_service_url", "Apple's push certificate service (default https://identity.apple.com/pushcert/caservice)"),
     ("apple_cert_request_interval_hours", "at most one request to the certificate service per this many hours, 1 or more (default 24)"),
+    ("memory_budget_kib", "memory the daemon may use, in KiB; every connection, queue and cache bound is derived from it (default 8192, at least 4096)"),
 ];
 
 /// Where Apple's push certificate service is.
@@ -196,6 +197,8 @@ pub struct Config {
     pub vendor_chain_file: Option<PathBuf>,
     pub apple_cert_service_url: HttpsUrl,
     pub apple_cert_request_interval_hours: u64,
+    /// Validated: [`crate::limits::Limits::from_budget`] accepts it.
+    pub memory_budget_kib: u64,
 }
 
 impl Default for Config {
@@ -240,6 +243,7 @@ impl Default for Config {
                 path: "/pushcert/caservice".into(),
             },
             apple_cert_request_interval_hours: 24,
+            memory_budget_kib: crate::limits::DEFAULT_BUDGET_KIB,
         }
     }
 }
@@ -384,6 +388,14 @@ impl Config {
                     }
                 })?;
                 self.plugin_auth = Some(setting);
+            }
+            "memory_budget_kib" => {
+                let kib = bounded("memory_budget_kib", value, 0, u64::MAX)?;
+                crate::limits::Limits::from_budget(kib).map_err(|e| ConfigError::Invalid {
+                    key: "memory_budget_kib",
+                    reason: e.to_string(),
+                })?;
+                self.memory_budget_kib = kib;
             }
             "daemon_user" => self.daemon_user = account_name("daemon_user", value)?,
             "daemon_group" => self.daemon_group = Some(account_name("daemon_group", value)?),
@@ -898,6 +910,14 @@ mod tests {
             (
                 r#"{"apple_id":"a@b.c"}"#,
                 "config key `apple_id_hashed_password`: is required for the Apple-ID",
+            ),
+            (
+                r#"{"memory_budget_kib":2048}"#,
+                "config key `memory_budget_kib`: 2048 KiB is too small to run in: xapsd needs at least 4096 KiB",
+            ),
+            (
+                r#"{"memory_budget_kib":"8M"}"#,
+                "config key `memory_budget_kib` must be a whole number",
             ),
             (r#"[1]"#, "must hold one JSON object"),
             (r#"{"listen":"#, "is not valid JSON"),

@@ -20,6 +20,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::apns::connection::root_store;
 use crate::apns::ApnsClient;
 use crate::auth::{AuthError, AuthSetting, PluginAuth};
+use crate::clock::{ExpiryClock, Step};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::identity::pem::PemIdentity;
@@ -35,9 +36,6 @@ use crate::secrets::{self, SecretFileError};
 use crate::service::Service;
 use crate::store::{Store, StoreError, StoreLimits};
 
-/// How often registrations that were not renewed are swept.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
-
 /// Why the daemon could not start (or had to stop).
 #[derive(Debug)]
 pub enum DaemonError {
@@ -52,6 +50,9 @@ pub enum DaemonError {
     Privileges(PrivilegeError),
     SecretFile(SecretFileError),
     TlsListener(PathBuf, String),
+    /// `XAPSD_TEST_TIMEOUTS` could not be read.
+    TestHook(String),
+    Budget(crate::limits::BudgetError),
 }
 
 impl fmt::Display for DaemonError {
@@ -68,6 +69,8 @@ impl fmt::Display for DaemonError {
             DaemonError::Privileges(e) => f.write_str(&e.to_string()),
             DaemonError::SecretFile(e) => f.write_str(&e.to_string()),
             DaemonError::TlsListener(path, e) => write!(f, "TLS listener: {}: {e}", path.display()),
+            DaemonError::TestHook(e) => write!(f, "{}: {e}", crate::limits::TEST_TIMEOUTS_ENV),
+            DaemonError::Budget(e) => write!(f, "memory_budget_kib: {e}"),
         }
     }
 }
@@ -143,10 +146,34 @@ fn report_identity(identity: &dyn PushIdentity) {
     }
 }
 
+/// The bounds of this run: derived from `memory_budget_kib` (validated with
+/// the config), with the test hook's timeouts when it is set.
+fn limits_for(config: &Config) -> Result<Limits, DaemonError> {
+    let limits = Limits::from_budget(config.memory_budget_kib).map_err(DaemonError::Budget)?;
+    match std::env::var(crate::limits::TEST_TIMEOUTS_ENV) {
+        Ok(spec) => {
+            log::warn!(
+                "test hook {} in force: {spec}",
+                crate::limits::TEST_TIMEOUTS_ENV
+            );
+            limits
+                .with_test_timeouts(&spec)
+                .map_err(DaemonError::TestHook)
+        }
+        Err(_) => Ok(limits),
+    }
+}
+
 /// `xapsd check-config`: prints what would be in force; non-zero if unusable.
 pub fn check_config(mut config: Config) -> i32 {
     let why = config.resolve_db();
-    let limits = Limits::default();
+    let limits = match limits_for(&config) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("UNUSABLE: {e}");
+            return 1;
+        }
+    };
     println!(
         "listen: {:?}",
         config
@@ -213,7 +240,7 @@ pub fn check_config(mut config: Config) -> i32 {
         "delay_secs: {}, expire_days: {}",
         config.delay_secs, config.expire_days
     );
-    println!("bounds: {limits:?}");
+    println!("{}", limits.describe());
     if config.apple_id.is_some() {
         return check_apple_id(&config);
     }
@@ -347,9 +374,7 @@ fn bind_all(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
             Ok(listener) => {
                 let local = listener.get_ref().local_addr().unwrap_or(*addr);
                 log::info!("listening on {local}");
-                if !local.ip().is_loopback() {
-                    log::warn!("listening on non-loopback {local}: any host that reaches it can register devices");
-                }
+                warn_if_open(config, local);
                 bound.push(listener);
             }
             Err(e) if tolerant => log::warn!("cannot listen on {addr}: {e} (skipped)"),
@@ -362,6 +387,17 @@ fn bind_all(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
     Ok(bound)
 }
 
+/// Off loopback and without `plugin_auth`, anyone who reaches the port can
+/// register devices and trigger pushes: allowed (a firewall may guard it),
+/// but said at start.
+fn warn_if_open(config: &Config, local: std::net::SocketAddr) {
+    if config.plugin_auth.is_none() && !local.ip().is_loopback() {
+        log::warn!(
+            "plugin API open on non-loopback {local} without plugin_auth: any host that reaches it can register devices"
+        );
+    }
+}
+
 /// Binds the TLS plugin listeners; every address must bind.
 fn bind_tls(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
     let mut bound = Vec::new();
@@ -371,6 +407,7 @@ fn bind_tls(config: &Config) -> Result<Vec<Async<TcpListener>>, DaemonError> {
             .map_err(|e| DaemonError::Bind(*addr, e))?;
         let local = listener.get_ref().local_addr().unwrap_or(*addr);
         log::info!("plugin API over TLS at {local}");
+        warn_if_open(config, local);
         bound.push(listener);
     }
     Ok(bound)
@@ -496,7 +533,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     // Before anything else: a missing account must not cost a half start.
     let plan = privilege_plan(&config).map_err(DaemonError::Privileges)?;
     secrets::check(&config).map_err(DaemonError::SecretFile)?;
-    let limits = Arc::new(Limits::default());
+    let limits = Arc::new(limits_for(&config)?);
     let why = config.resolve_db();
     let db_path = config.db.clone().unwrap_or_default();
     if let Some(why) = why {
@@ -551,6 +588,14 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
 
     let signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(DaemonError::Signals)?;
+    // A file-size limit (RLIMIT_FSIZE from the init system, a quota) must
+    // fail the store's write with EFBIG, answered 503, rather than kill the
+    // daemon with SIGXFSZ's default action.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    )
+    .map_err(DaemonError::Signals)?;
     let signal_handle = signals.handle();
     let (signal_tx, signal_rx) = async_channel::bounded::<i32>(8);
     let signal_thread = std::thread::Builder::new()
@@ -606,6 +651,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         executor: Arc::clone(&executor),
         report,
         auth,
+        buffers: crate::plugin::http::BufferPool::new(limits.request_buffer_pool),
     });
     let legacy = Arc::new(LegacyFrontEnd {
         service,
@@ -633,9 +679,13 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
             let d = dispatcher.clone();
             async move { d.run_sender().await }
         });
-        let sweeper = executor.spawn(sweep_forever(store.clone(), config.expire_days));
         #[cfg(feature = "apple-id")]
         let renewing = renewer.map(|r| executor.spawn(r.run()));
+        let sweeper = executor.spawn(sweep_forever(
+            store.clone(),
+            config.expire_days,
+            limits.expiry_sweep_interval,
+        ));
         log::info!("ready");
 
         while let Ok(signal) = signal_rx.recv().await {
@@ -730,18 +780,27 @@ fn reload(config: &Config, slot: &IdentitySlot) {
     }
 }
 
-/// Removes registrations not renewed for `expire_days`, hourly.
-async fn sweep_forever(store: Store, expire_days: u64) {
+/// Removes registrations not renewed for `expire_days`, at start and then
+/// every `interval`, against an [`ExpiryClock`] so that a wall-clock jump
+/// does not expire everything at once.
+async fn sweep_forever(store: Store, expire_days: u64, interval: Duration) {
+    let mut clock = ExpiryClock::new(crate::clock::unix_now(), std::time::Instant::now());
     loop {
-        let now = crate::clock::unix_now();
-        let cutoff = now.saturating_sub(expire_days * 86_400);
+        match clock.advance(crate::clock::unix_now(), std::time::Instant::now()) {
+            Step::Steady => {}
+            Step::JumpedForward(s) => log::warn!(
+                "wall clock jumped forward by {s} s: expiry counts only the time that passed"
+            ),
+            Step::JumpedBack(s) => log::warn!("wall clock jumped back by {s} s"),
+        }
+        let cutoff = clock.now().saturating_sub(expire_days * 86_400);
         match store.sweep(cutoff).await {
             Ok(crate::store::Written::Removed(n)) if n > 0 => {
                 log::info!("expired {n} registration(s) not renewed for {expire_days} days")
             }
-            Ok(_) => {}
+            Ok(_) => log::debug!("expiry sweep: nothing to expire"),
             Err(e) => log::warn!("expiry sweep failed: {e}"),
         }
-        Timer::after(SWEEP_INTERVAL).await;
+        Timer::after(interval).await;
     }
 }

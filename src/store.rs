@@ -207,8 +207,16 @@ impl Store {
             .mode(0o600)
             .open(path)
             .map_err(StoreError::Io)?;
+        // After a crash redb checks and repairs the file on open; say so once,
+        // since it can take a while on a slow SD card.
+        let repairing = std::sync::atomic::AtomicBool::new(false);
         let db = redb::Builder::new()
             .set_cache_size(limits.cache_bytes)
+            .set_repair_callback(move |_| {
+                if !repairing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    log::warn!("store was not closed cleanly: checking and repairing it");
+                }
+            })
             .create(path)?;
         init_schema(&db)?;
         let db = Arc::new(db);

@@ -496,3 +496,33 @@ fn the_tls_listener_serves_the_same_api_with_the_same_auth() {
     assert_eq!(r.status, 200);
     assert_no_secret_logged(&daemon);
 }
+
+#[test]
+fn a_non_loopback_listener_without_plugin_auth_is_warned_about() {
+    let open = Daemon::start(DaemonConfig::new().raw("listen", r#"["0.0.0.0:0"]"#));
+    open.wait_log("ready", TIMEOUT);
+    let warning = "without plugin_auth: any host that reaches it can register devices";
+    assert!(
+        open.log_lines().iter().any(|l| l.contains("[WARN]")
+            && l.contains("non-loopback 0.0.0.0:")
+            && l.contains(warning)),
+        "{}",
+        open.log_text()
+    );
+
+    // With credentials, and on loopback, there is nothing to warn about.
+    let guarded = Daemon::start(
+        DaemonConfig::new()
+            .raw("listen", r#"["0.0.0.0:0"]"#)
+            .str("plugin_auth", &format!("{USER}:{PASSWORD}")),
+    );
+    let loopback = Daemon::start(DaemonConfig::new());
+    for daemon in [&guarded, &loopback] {
+        daemon.wait_log("ready", TIMEOUT);
+        assert!(
+            !daemon.log_contains("non-loopback"),
+            "{}",
+            daemon.log_text()
+        );
+    }
+}

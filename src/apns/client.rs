@@ -43,6 +43,14 @@ impl Live {
         !self.closed.load(Ordering::Acquire) && self.generation == generation
     }
 
+    /// Takes no new pushes, but lets the streams in flight finish: after a
+    /// GOAWAY, the streams it did not name are retried, the ones it named
+    /// are still answered (killing the connection would send those twice).
+    /// The connection closes once the last handle is dropped.
+    fn retire(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     /// Closes the connection now; its streams fail and are retried.
     fn kill(&self) {
         self.closed.store(true, Ordering::Release);
@@ -136,14 +144,17 @@ impl ApnsClient {
             }
             // Stale or dead: forget it; in-flight streams keep their clones.
             *slot = None;
-            let attempt = async {
+            // Boxed: the TLS + HTTP/2 handshake's state is ~12 KB, and
+            // every push in flight awaits ready(); unboxed, each one's task
+            // would be that big for a connect that rarely happens.
+            let attempt = Box::pin(async {
                 let tls = connection::tls_config(
                     Arc::clone(&inner.roots),
                     identity.client_certificate(),
                 )?;
                 connection::connect(inner.endpoint.host(), inner.endpoint.port(), tls).await
-            };
-            match within(inner.limits.apns_connect_timeout, attempt).await {
+            });
+            let why = match within(inner.limits.apns_connect_timeout, attempt).await {
                 Some(Ok((send, driver))) => {
                     let live = self.start(generation, send, driver);
                     inner.stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -156,21 +167,19 @@ impl ApnsClient {
                     *slot = Some(live.clone());
                     return Ok(live);
                 }
-                failure => {
-                    inner.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    inner.stats.failing.store(true, Ordering::Relaxed);
-                    let why = match failure {
-                        Some(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {:?}", inner.limits.apns_connect_timeout),
-                    };
-                    log::warn!(
-                        "cannot connect to APNs {}: {why}; retrying in {backoff:?}",
-                        inner.endpoint
-                    );
-                    Timer::after(backoff).await;
-                    backoff = (backoff * 2).min(inner.limits.apns_backoff_max);
-                }
-            }
+                Some(Err(e)) => e.to_string(),
+                None => format!("no answer within {:?}", inner.limits.apns_connect_timeout),
+            };
+            // Only the reason lives on across the backoff, not the failed
+            // attempt's (large) result.
+            inner.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            inner.stats.failing.store(true, Ordering::Relaxed);
+            log::warn!(
+                "cannot connect to APNs {}: {why}; retrying in {backoff:?}",
+                inner.endpoint
+            );
+            Timer::after(backoff).await;
+            backoff = (backoff * 2).min(inner.limits.apns_backoff_max);
         }
     }
 
@@ -286,8 +295,11 @@ impl ApnsClient {
             }
             Some(Err(e)) => {
                 // A stream refused or cut by GOAWAY was not processed: resend.
-                // Anything at connection level means this connection is done.
-                if e.is_io() || e.is_go_away() || !e.is_reset() {
+                // After a GOAWAY the streams it named still get answers; any
+                // other connection-level error means this connection is done.
+                if e.is_go_away() {
+                    live.retire();
+                } else if e.is_io() || !e.is_reset() {
                     live.kill();
                 }
                 Outcome::Retry {

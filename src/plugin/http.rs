@@ -64,6 +64,43 @@ pub struct HttpFrontEnd {
     pub report: Arc<crate::metrics::Sources>,
     /// Credentials every request must carry (see [`auth::open_path`]).
     pub auth: Option<PluginAuth>,
+    /// Request buffer bytes shared by every connection of the front end.
+    pub buffers: BufferPool,
+}
+
+/// The request-buffer bytes all connections may hold together
+/// (`Limits::request_buffer_pool`): many slow peers each sending part of a
+/// large request cannot make the daemon outgrow its memory budget.
+#[derive(Debug)]
+pub struct BufferPool {
+    used: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+impl BufferPool {
+    pub fn new(cap: usize) -> BufferPool {
+        BufferPool {
+            used: std::sync::atomic::AtomicUsize::new(0),
+            cap,
+        }
+    }
+
+    /// Bytes held by connections right now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + n <= self.cap).then_some(used + n)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
 }
 
 impl HttpFrontEnd {
@@ -110,7 +147,7 @@ impl HttpFrontEnd {
 
     async fn connection<S: PluginStream>(&self, mut stream: S, peer: SocketAddr) {
         let limits = &self.limits;
-        let mut buf = InBuf::default();
+        let mut buf = InBuf::new(&self.buffers);
         loop {
             if buf.is_empty() {
                 buf.release(); // hold no memory while idle
@@ -126,87 +163,77 @@ impl HttpFrontEnd {
                     }
                 }
             }
-            let deadline = Instant::now() + limits.plugin_request_timeout;
-            let head = loop {
-                match parse_head(buf.data(), limits.max_request_headers) {
-                    Ok(Some(head)) => break head,
-                    Ok(None) if buf.len() >= limits.max_request_head => {
-                        let _ = self
-                            .answer(
-                                &mut stream,
-                                peer,
-                                Reply::error(431, "request head too large"),
-                                true,
-                            )
-                            .await;
-                        return;
-                    }
-                    Ok(None) => {
-                        match read_more(&mut stream, &mut buf, limits.max_request_head, deadline)
-                            .await
-                        {
-                            ReadResult::Data => {}
-                            ReadResult::Closed => return,
-                            ReadResult::TimedOut => {
-                                if !buf.is_empty() {
-                                    let _ = self
-                                        .answer(
-                                            &mut stream,
-                                            peer,
-                                            Reply::error(408, "request not received in time"),
-                                            true,
-                                        )
-                                        .await;
-                                }
-                                return;
-                            }
-                        }
-                    }
-                    Err(reply) => {
-                        let _ = self.answer(&mut stream, peer, reply, true).await;
-                        return;
-                    }
-                }
-            };
-            let body_len = match head.body_length(limits.max_request_body) {
-                Ok(n) => n,
-                Err(reply) => {
-                    let _ = self.answer(&mut stream, peer, reply, true).await;
-                    return;
-                }
-            };
-            let total = head.len + body_len;
-            while buf.len() < total {
-                match read_more(&mut stream, &mut buf, total, deadline).await {
-                    ReadResult::Data => {}
-                    ReadResult::Closed => return,
-                    ReadResult::TimedOut => {
-                        let _ = self
-                            .answer(
-                                &mut stream,
-                                peer,
-                                Reply::error(408, "body not received in time"),
-                                true,
-                            )
-                            .await;
-                        return;
-                    }
-                }
-            }
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            // Boxed: the routing future is large, and an unboxed one would be
-            // part of every idle connection's state.
-            let reply = Box::pin(self.route(&head, &buf.data()[head.len..total], peer)).await;
-            let close = !head.keep_alive;
-            if Box::pin(self.answer(&mut stream, peer, reply, close))
-                .await
-                .is_err()
-                || close
-            {
+            // Boxed: only a connection with a request in progress holds the
+            // request's state; an idle one holds just the wait above.
+            if !Box::pin(self.request(&mut stream, &mut buf, peer)).await {
                 return;
             }
-            buf.consume(total);
         }
+    }
+
+    /// Reads, routes and answers one request; `false` when the connection
+    /// is to be closed.
+    async fn request<S: PluginStream>(
+        &self,
+        stream: &mut S,
+        buf: &mut InBuf<'_>,
+        peer: SocketAddr,
+    ) -> bool {
+        let limits = &self.limits;
+        let deadline = Instant::now() + limits.plugin_request_timeout;
+        let (reply, close) = match self.read_request(stream, buf, deadline).await {
+            Ok((head, total)) => {
+                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                let reply = Box::pin(self.route(&head, &buf.data()[head.len..total], peer)).await;
+                buf.consume(total);
+                (reply, !head.keep_alive)
+            }
+            Err(Some(reply)) => (reply, true),
+            Err(None) => return false,
+        };
+        self.answer(stream, peer, reply, close).await.is_ok() && !close
+    }
+
+    /// Reads one request (head and body) into `buf` before `deadline`:
+    /// its head and length, or the answer to send before closing (`None`:
+    /// close without one, the peer is gone or sent nothing).
+    async fn read_request<S: PluginStream>(
+        &self,
+        stream: &mut S,
+        buf: &mut InBuf<'_>,
+        deadline: Instant,
+    ) -> Result<(Head, usize), Option<Reply>> {
+        let limits = &self.limits;
+        let head = loop {
+            match parse_head(buf.data(), limits.max_request_headers) {
+                Ok(Some(head)) => break head,
+                Ok(None) if buf.len() >= limits.max_request_head => {
+                    return Err(Some(Reply::error(431, "request head too large")))
+                }
+                Ok(None) => match read_more(stream, buf, limits.max_request_head, deadline).await {
+                    ReadResult::Data => {}
+                    ReadResult::Closed => return Err(None),
+                    ReadResult::NoMemory => return Err(Some(Reply::busy())),
+                    ReadResult::TimedOut if buf.is_empty() => return Err(None),
+                    ReadResult::TimedOut => {
+                        return Err(Some(Reply::error(408, "request not received in time")))
+                    }
+                },
+                Err(reply) => return Err(Some(reply)),
+            }
+        };
+        let total = head.len + head.body_length(limits.max_request_body).map_err(Some)?;
+        while buf.len() < total {
+            match read_more(stream, buf, total, deadline).await {
+                ReadResult::Data => {}
+                ReadResult::Closed => return Err(None),
+                ReadResult::NoMemory => return Err(Some(Reply::busy())),
+                ReadResult::TimedOut => {
+                    return Err(Some(Reply::error(408, "body not received in time")))
+                }
+            }
+        }
+        Ok((head, total))
     }
 
     async fn route(&self, head: &Head, body: &[u8], peer: SocketAddr) -> Reply {
@@ -325,18 +352,35 @@ enum ReadResult {
     Data,
     Closed,
     TimedOut,
+    /// The shared buffer pool has no room for more of this request.
+    NoMemory,
 }
 
 /// Bytes read from one plugin connection. The store is zeroed once, when it
-/// is allocated (calloc), never per read; `filled` marks what is data.
-#[derive(Default)]
-struct InBuf {
+/// is allocated (calloc), never per read; `filled` marks what is data. Its
+/// size is accounted in the front end's [`BufferPool`].
+struct InBuf<'p> {
     store: Vec<u8>,
     filled: usize,
+    pool: &'p BufferPool,
 }
 
-impl InBuf {
+impl Drop for InBuf<'_> {
+    fn drop(&mut self) {
+        self.pool.give(self.store.len());
+    }
+}
+
+impl<'p> InBuf<'p> {
     const FIRST: usize = 1024;
+
+    fn new(pool: &'p BufferPool) -> InBuf<'p> {
+        InBuf {
+            store: Vec::new(),
+            filled: 0,
+            pool,
+        }
+    }
 
     fn data(&self) -> &[u8] {
         &self.store[..self.filled]
@@ -352,7 +396,9 @@ impl InBuf {
 
     /// Gives the memory back while the connection idles.
     fn release(&mut self) {
-        *self = InBuf::default();
+        self.pool.give(self.store.len());
+        self.store = Vec::new();
+        self.filled = 0;
     }
 
     /// Drops the first `n` bytes (a request that has been answered).
@@ -361,28 +407,35 @@ impl InBuf {
         self.filled -= n;
     }
 
-    /// Space to read into, growing the store (up to `cap` bytes) only when full.
-    fn room(&mut self, cap: usize) -> &mut [u8] {
+    /// Space to read into, growing the store (up to `cap` bytes) only when
+    /// full; `None` when the pool cannot spare the growth.
+    fn room(&mut self, cap: usize) -> Option<&mut [u8]> {
         if self.filled == self.store.len() {
             let size = (self.store.len() * 2).clamp(Self::FIRST, cap.max(self.filled + 1));
+            if !self.pool.take(size - self.store.len()) {
+                return None;
+            }
             let mut bigger = vec![0u8; size];
             bigger[..self.filled].copy_from_slice(&self.store[..self.filled]);
             self.store = bigger;
         }
         let end = self.store.len().min(cap.max(self.filled + 1));
-        &mut self.store[self.filled..end]
+        Some(&mut self.store[self.filled..end])
     }
 }
 
 /// Reads what is available (keeping at most `cap` bytes buffered) before `deadline`.
 async fn read_more<S: PluginStream>(
     stream: &mut S,
-    buf: &mut InBuf,
+    buf: &mut InBuf<'_>,
     cap: usize,
     deadline: Instant,
 ) -> ReadResult {
     let wait = deadline.saturating_duration_since(Instant::now());
-    let got = match within(wait, stream.read(buf.room(cap))).await {
+    let Some(room) = buf.room(cap) else {
+        return ReadResult::NoMemory;
+    };
+    let got = match within(wait, stream.read(room)).await {
         Some(Ok(n)) => n,
         Some(Err(_)) => 0,
         None => return ReadResult::TimedOut,
@@ -544,6 +597,14 @@ impl Reply {
         }
     }
 
+    /// The shared request buffers are full (see [`BufferPool`]).
+    fn busy() -> Reply {
+        Reply::error(
+            503,
+            "request buffers of all connections are in use; try again",
+        )
+    }
+
     fn with_challenge(mut self) -> Reply {
         self.challenge = true;
         self
@@ -644,17 +705,37 @@ mod tests {
 
     #[test]
     fn input_buffer_grows_only_when_full_and_respects_its_cap() {
-        let mut buf = InBuf::default();
-        assert_eq!(buf.room(8192).len(), InBuf::FIRST);
-        buf.room(8192)[..3].copy_from_slice(b"abc");
+        let pool = BufferPool::new(1 << 20);
+        let mut buf = InBuf::new(&pool);
+        assert_eq!(buf.room(8192).unwrap().len(), InBuf::FIRST);
+        buf.room(8192).unwrap()[..3].copy_from_slice(b"abc");
         buf.filled = InBuf::FIRST;
-        assert_eq!(buf.room(1500).len(), 1500 - InBuf::FIRST, "capped");
+        assert_eq!(buf.room(1500).unwrap().len(), 1500 - InBuf::FIRST, "capped");
         assert_eq!(&buf.data()[..3], b"abc", "kept across growth");
+        assert_eq!(pool.used(), 1500);
         buf.consume(1);
         assert_eq!(&buf.data()[..2], b"bc");
         assert_eq!(buf.len(), InBuf::FIRST - 1);
         buf.release();
         assert!(buf.is_empty() && buf.store.capacity() == 0);
+        assert_eq!(pool.used(), 0);
+    }
+
+    #[test]
+    fn buffers_share_one_pool_and_give_it_back() {
+        let pool = BufferPool::new(3 * InBuf::FIRST);
+        let mut a = InBuf::new(&pool);
+        let mut b = InBuf::new(&pool);
+        assert!(a.room(8192).is_some());
+        a.filled = InBuf::FIRST;
+        assert!(a.room(8192).is_some(), "a grows to 2 KiB");
+        assert!(b.room(8192).is_some(), "b takes the last 1 KiB");
+        a.filled = 2 * InBuf::FIRST;
+        assert!(a.room(8192).is_none(), "no room to double a");
+        drop(b);
+        assert!(a.room(8192).is_none(), "4 KiB would still be over 3 KiB");
+        drop(a);
+        assert_eq!(pool.used(), 0);
     }
 
     #[test]

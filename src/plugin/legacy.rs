@@ -431,7 +431,7 @@ impl LegacyFrontEnd {
                 }
             };
             let Some(slot) = self.stats.admit(
-                self.limits.max_plugin_connections,
+                self.limits.max_legacy_connections,
                 &"legacy plugin connection",
             ) else {
                 continue;

@@ -27,6 +27,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
     values: BTreeMap<String, String>,
+    /// Environment of the daemon process (the test hooks).
+    env: Vec<(String, String)>,
 }
 
 impl DaemonConfig {
@@ -35,6 +37,7 @@ impl DaemonConfig {
     pub fn new() -> DaemonConfig {
         DaemonConfig {
             values: BTreeMap::new(),
+            env: Vec::new(),
         }
         .raw("listen", r#"["127.0.0.1:0"]"#)
         .str("log_level", "debug")
@@ -64,6 +67,13 @@ impl DaemonConfig {
     pub fn path(self, key: &str, path: &Path) -> DaemonConfig {
         let s = path.to_str().expect("test paths are UTF-8").to_string();
         self.str(key, &s)
+    }
+
+    /// Sets an environment variable of the daemon, e.g. a test hook such as
+    /// `XAPSD_TEST_TIMEOUTS`.
+    pub fn env(mut self, name: &str, value: &str) -> DaemonConfig {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Removes a key, to test the daemon's defaults or its refusal.
@@ -375,6 +385,7 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("RUST_BACKTRACE", "1")
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.program));
         let tag = format!("xapsd#{}", self.generation);

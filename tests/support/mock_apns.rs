@@ -162,6 +162,9 @@ pub struct ConnectionInfo {
     /// HTTP/2 error that ended the connection, if any.
     pub h2_error: Option<String>,
     pub requests: usize,
+    /// Streams reset with REFUSED_STREAM, unprocessed (see
+    /// [`MockApns::goaway_after`]); they are not in the request list.
+    pub refused: usize,
     pub closed_at: Option<Instant>,
 }
 
@@ -199,6 +202,7 @@ impl fmt::Debug for ConnectionInfo {
             .field("h2_established", &self.h2_established)
             .field("h2_error", &self.h2_error)
             .field("requests", &self.requests)
+            .field("refused", &self.refused)
             .field("closed", &self.closed_at.is_some())
             .finish()
     }
@@ -260,6 +264,8 @@ struct State {
     peak_in_flight: usize,
     next_apns_id: u64,
     down: bool,
+    /// See [`MockApns::goaway_after`].
+    goaway_after: Option<usize>,
     accept_task: Option<Task<()>>,
     live: Vec<LiveConn>,
 }
@@ -393,6 +399,17 @@ impl MockApns {
     /// connection closes. The listener stays up.
     pub fn send_goaway(&self) {
         self.signal_all(|| ConnSignal::GoAway);
+    }
+
+    /// The next connection to receive its `n`-th stream answers that one,
+    /// sends a graceful GOAWAY, and resets every later stream with
+    /// REFUSED_STREAM without processing (or recording) it: what a server
+    /// whose GOAWAY names last-stream-id `n` does with streams above it.
+    /// (h2's server always names the highest stream it has read, so the
+    /// streams beyond `n` are refused one by one; RFC 9113 §8.7 gives both
+    /// signals the same meaning: not processed, safe to retry.)
+    pub fn goaway_after(&self, n: usize) {
+        self.shared.lock().goaway_after = Some(n);
     }
 
     /// Immediate GOAWAY with an error code on every open connection.
@@ -777,6 +794,7 @@ async fn accept_loop(
             h2_established: false,
             h2_error: None,
             requests: 0,
+            refused: 0,
             closed_at: None,
         });
         if blackholed {
@@ -872,6 +890,8 @@ async fn serve_connection(
     });
     // Owned here so that ending this connection cancels its streams.
     let mut streams: Vec<Task<()>> = Vec::new();
+    let mut received = 0;
+    let mut refusing = false;
     loop {
         let event = future::or(
             async { Event::Accepted(Box::new(h2.accept().await)) },
@@ -886,7 +906,22 @@ async fn serve_connection(
         .await;
         match event {
             Event::Accepted(incoming) => match *incoming {
+                Some(Ok((_, mut respond))) if refusing => {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    shared.update_conn(id, |c| c.refused += 1);
+                }
                 Some(Ok((request, respond))) => {
+                    received += 1;
+                    refusing = shared.update(|st| {
+                        let last = st.goaway_after == Some(received);
+                        if last {
+                            st.goaway_after = None;
+                        }
+                        last
+                    });
+                    if refusing {
+                        h2.graceful_shutdown();
+                    }
                     streams.retain(|t| !t.is_finished());
                     streams.push(executor.spawn(handle_stream(
                         shared.clone(),
