@@ -18,7 +18,8 @@
 # Environment:
 #   CARGO_TARGET_DIR   where cargo builds (default: ./target)
 #   XAPSD_BINARY       package this binary instead of building one
-#   XAPSD_FEATURES     cargo features (default: the crate's defaults)
+#   XAPSD_FEATURES     cargo features on top of the appliance set (default:
+#                      none; "apple-id pkcs12" gives the crate's full set)
 #   XAPSD_NIGHTLY      toolchain for -Zbuild-std (default: nightly)
 set -eu
 
@@ -88,6 +89,10 @@ compile() {
 	# shellcheck disable=SC2086 # $args is a list of --target options
 	set -- cargo "+$group_toolchain" zigbuild --release --locked $args
 	[ -z "$group_std" ] || set -- "$@" "$group_std"
+	# The appliance set: no default features (the Apple-ID service's RSA
+	# code is about 520 KiB, more than the router budget has), plus what
+	# XAPSD_FEATURES asks for.
+	set -- "$@" --no-default-features
 	[ -z "${XAPSD_FEATURES:-}" ] || set -- "$@" --features "$XAPSD_FEATURES"
 	echo "+ CARGO_TARGET_DIR=$target_dir $*" >&2
 	(cd "$top" && CARGO_TARGET_DIR="$target_dir" "$@")
