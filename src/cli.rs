@@ -640,6 +640,8 @@ fn admin_store_limits() -> StoreLimits {
         queue_len: 16,
         max_batch: limits.max_store_batch,
         max_devices_per_user: limits.max_devices_per_user,
+        // One-shot admin commands read each user once.
+        device_cache_users: 0,
     }
 }
 

@@ -129,6 +129,7 @@ fn store_limits(limits: &Limits) -> StoreLimits {
         queue_len: limits.store_queue_len,
         max_batch: limits.max_store_batch,
         max_devices_per_user: limits.max_devices_per_user,
+        device_cache_users: limits.device_cache_users,
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Limits {
     pub store_queue_len: usize,
     /// redb page cache.
     pub store_cache_bytes: usize,
+    /// Users whose device lists are cached for notifies (about 300 bytes
+    /// each with one device), so a notify skips the store's read transaction.
+    pub device_cache_users: usize,
     /// On SIGTERM, in-flight pushes get this long to finish.
     pub shutdown_grace: Duration,
 }
@@ -94,6 +97,7 @@ impl Default for Limits {
             max_store_batch: 256,
             store_queue_len: 1024,
             store_cache_bytes: 2 * 1024 * 1024,
+            device_cache_users: 1024,
             shutdown_grace: Duration::from_secs(5),
         }
     }

@@ -7,16 +7,25 @@
 //! Reads run on the caller's thread; redb's MVCC lets them proceed while the
 //! writer commits. This module knows nothing of HTTP or APNs.
 //!
+//! A notify only needs one user's devices, and opening a read transaction
+//! and its tables costs more than the lookup itself, so recently notified
+//! users' devices (including "none") are kept in a small bounded cache.
+//! The writer drops the entries of every user a commit touched before it
+//! answers, and a reader only fills the cache if no commit happened since
+//! it looked: a device registered or removed with a 200 is never served
+//! stale.
+//!
 //! Layout (schema version 1):
 //! - `meta`: `schema_version` -> 1
 //! - `devices`: device token -> [`Device`] as JSON (miniserde)
 //! - `user_devices`: username -> device tokens (multimap index)
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use miniserde::{Deserialize, Serialize};
@@ -153,6 +162,89 @@ pub struct StoreLimits {
     pub queue_len: usize,
     pub max_batch: usize,
     pub max_devices_per_user: usize,
+    /// Users whose devices are cached for notifies (0: no cache).
+    pub device_cache_users: usize,
+}
+
+/// Users whose devices a commit changed.
+enum Touched {
+    Users(Vec<String>),
+    All,
+}
+
+impl Touched {
+    /// Past this many users (a big import), clearing the cache is cheaper.
+    const MAX_USERS: usize = 1024;
+
+    fn user(&mut self, user: &str) {
+        if let Touched::Users(users) = self {
+            if users.len() >= Self::MAX_USERS {
+                *self = Touched::All;
+            } else {
+                users.push(user.to_owned());
+            }
+        }
+    }
+}
+
+/// Recently read users' devices; see the module comment for why it can
+/// never serve a stale answer.
+struct DeviceCache {
+    capacity: usize,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    by_user: HashMap<String, Arc<[Device]>>,
+    /// Bumped by every commit, before its callers hear back.
+    commits: u64,
+}
+
+impl DeviceCache {
+    fn state(&self) -> MutexGuard<'_, CacheState> {
+        // Nothing panics while holding it (panic=abort); in tests, carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached devices, or the commit count to pass to [`fill`](Self::fill).
+    fn get(&self, user: &str) -> Result<Arc<[Device]>, u64> {
+        let state = self.state();
+        state.by_user.get(user).cloned().ok_or(state.commits)
+    }
+
+    /// Caches what a read transaction begun after [`get`](Self::get) saw,
+    /// unless a commit happened since: then the read may predate it.
+    fn fill(&self, user: &str, seen_commits: u64, devices: &Arc<[Device]>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut state = self.state();
+        if state.commits != seen_commits {
+            return;
+        }
+        if state.by_user.len() >= self.capacity && !state.by_user.contains_key(user) {
+            // Full: drop an arbitrary entry (where the hash put it: random enough).
+            if let Some(victim) = state.by_user.keys().next().cloned() {
+                state.by_user.remove(&victim);
+            }
+        }
+        state.by_user.insert(user.to_owned(), Arc::clone(devices));
+    }
+
+    /// Called by the writer after a commit (or a failed one), before replying.
+    fn invalidate(&self, touched: &Touched) {
+        let mut state = self.state();
+        state.commits += 1;
+        match touched {
+            Touched::All => state.by_user.clear(),
+            Touched::Users(users) => {
+                for user in users {
+                    state.by_user.remove(user);
+                }
+            }
+        }
+    }
 }
 
 /// Handle to the open store. Cloning shares it.
@@ -161,6 +253,7 @@ pub struct Store {
     db: Arc<Database>,
     ops: async_channel::Sender<(Op, Reply)>,
     writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    cache: Arc<DeviceCache>,
 }
 
 impl Store {
@@ -189,14 +282,20 @@ impl Store {
         let db = Arc::new(db);
         let (ops, rx) = async_channel::bounded(limits.queue_len.max(1));
         let writer_db = Arc::clone(&db);
+        let cache = Arc::new(DeviceCache {
+            capacity: limits.device_cache_users,
+            state: Mutex::default(),
+        });
+        let writer_cache = Arc::clone(&cache);
         let writer = std::thread::Builder::new()
             .name("xapsd-store".into())
-            .spawn(move || writer_loop(&writer_db, &rx, limits))
+            .spawn(move || writer_loop(&writer_db, &rx, limits, &writer_cache))
             .map_err(StoreError::Io)?;
         Ok(Store {
             db,
             ops,
             writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+            cache,
         })
     }
 
@@ -243,7 +342,21 @@ impl Store {
         answer.recv().await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The devices registered for `user` (already lower-cased by the caller).
+    /// The devices registered for `user` (already lower-cased by the
+    /// caller), from the cache when it has them: the notify path.
+    pub fn devices_to_notify(&self, user: &str) -> Result<Arc<[Device]>, StoreError> {
+        match self.cache.get(user) {
+            Ok(devices) => Ok(devices),
+            Err(seen_commits) => {
+                let devices: Arc<[Device]> = self.devices_for_user(user)?.into();
+                self.cache.fill(user, seen_commits, &devices);
+                Ok(devices)
+            }
+        }
+    }
+
+    /// The devices registered for `user` (already lower-cased by the
+    /// caller), read from the file.
     pub fn devices_for_user(&self, user: &str) -> Result<Vec<Device>, StoreError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_multimap_table(USER_DEVICES)?;
@@ -332,7 +445,12 @@ fn encode(d: &Device) -> String {
     })
 }
 
-fn writer_loop(db: &Database, rx: &async_channel::Receiver<(Op, Reply)>, limits: StoreLimits) {
+fn writer_loop(
+    db: &Database,
+    rx: &async_channel::Receiver<(Op, Reply)>,
+    limits: StoreLimits,
+    cache: &DeviceCache,
+) {
     let mut batch = Vec::with_capacity(limits.max_batch);
     while let Ok(first) = rx.recv_blocking() {
         batch.push(first);
@@ -342,7 +460,15 @@ fn writer_loop(db: &Database, rx: &async_channel::Receiver<(Op, Reply)>, limits:
                 Err(_) => break,
             }
         }
-        match apply_batch(db, &batch, limits) {
+        let mut touched = Touched::Users(Vec::new());
+        let outcome = apply_batch(db, &batch, limits, &mut touched);
+        if outcome.is_err() {
+            // Whatever the failure left behind, read it from the file again.
+            touched = Touched::All;
+        }
+        // Before anyone hears back: after a 200, no reader sees the old devices.
+        cache.invalidate(&touched);
+        match outcome {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.try_send(Ok(result));
@@ -365,26 +491,32 @@ fn apply_batch(
     db: &Database,
     batch: &[(Op, Reply)],
     limits: StoreLimits,
+    touched: &mut Touched,
 ) -> Result<Vec<Written>, StoreError> {
     let txn = db.begin_write()?;
     let mut results = Vec::with_capacity(batch.len());
     for (op, _) in batch {
-        results.push(apply(&txn, op, limits)?);
+        results.push(apply(&txn, op, limits, touched)?);
     }
     txn.commit()?;
     Ok(results)
 }
 
-fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written, StoreError> {
+fn apply(
+    txn: &WriteTransaction,
+    op: &Op,
+    limits: StoreLimits,
+    touched: &mut Touched,
+) -> Result<Written, StoreError> {
     let mut devices = txn.open_table(DEVICES)?;
     let mut index = txn.open_multimap_table(USER_DEVICES)?;
     match op {
-        Op::Register(device) => register(&mut devices, &mut index, device, limits),
+        Op::Register(device) => register(&mut devices, &mut index, device, limits, touched),
         Op::Import(list) => {
             let mut evicted_total = 0;
             for device in list {
                 if let Written::Registered { evicted } =
-                    register(&mut devices, &mut index, device, limits)?
+                    register(&mut devices, &mut index, device, limits, touched)?
                 {
                     evicted_total += evicted;
                 }
@@ -408,6 +540,7 @@ fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written
             }
             devices.remove(token.as_str())?;
             index.remove(device.user.as_str(), token.as_str())?;
+            touched.user(&device.user);
             Ok(Written::Removed(1))
         }
         Op::RemoveUser { user } => {
@@ -419,6 +552,7 @@ fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written
                 devices.remove(token.as_str())?;
             }
             index.remove_all(user.as_str())?;
+            touched.user(user);
             Ok(Written::Removed(tokens.len()))
         }
         Op::Sweep { cutoff } => {
@@ -434,6 +568,9 @@ fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written
                 devices.remove(token.as_str())?;
                 index.remove(user.as_str(), token.as_str())?;
             }
+            if !stale.is_empty() {
+                *touched = Touched::All;
+            }
             Ok(Written::Removed(stale.len()))
         }
     }
@@ -447,6 +584,7 @@ fn register(
     index: &mut Index<'_>,
     device: &Device,
     limits: StoreLimits,
+    touched: &mut Touched,
 ) -> Result<Written, StoreError> {
     let previous = devices
         .get(device.token.as_str())?
@@ -455,8 +593,11 @@ fn register(
         let previous = previous?;
         if previous.user != device.user {
             index.remove(previous.user.as_str(), device.token.as_str())?;
+            touched.user(&previous.user);
         }
     }
+    // Evictions below are this user's too.
+    touched.user(&device.user);
     devices.insert(device.token.as_str(), encode(device).as_bytes())?;
     index.insert(device.user.as_str(), device.token.as_str())?;
 
@@ -491,6 +632,7 @@ mod tests {
             queue_len: 64,
             max_batch: 16,
             max_devices_per_user: 3,
+            device_cache_users: 2,
         }
     }
 
@@ -650,6 +792,136 @@ mod tests {
                 "importing again changes nothing"
             );
         });
+        store.close();
+    }
+
+    fn tokens(devices: &[Device]) -> Vec<&str> {
+        let mut t: Vec<&str> = devices.iter().map(|d| d.token.as_str()).collect();
+        t.sort();
+        t
+    }
+
+    #[test]
+    fn cached_devices_follow_every_committed_write() {
+        let store = Store::open(&temp_path("cache"), limits()).unwrap();
+        async_io::block_on(async {
+            // "No devices" is cached too, and a registration replaces it.
+            assert!(store.devices_to_notify("alice").unwrap().is_empty());
+            store.register(device("a1", "x", "alice", 1)).await.unwrap();
+            assert_eq!(tokens(&store.devices_to_notify("alice").unwrap()), ["a1"]);
+            store.register(device("a2", "x", "alice", 2)).await.unwrap();
+            assert_eq!(
+                tokens(&store.devices_to_notify("alice").unwrap()),
+                ["a1", "a2"]
+            );
+            store.remove("a1", RemoveIf::Always).await.unwrap();
+            assert_eq!(tokens(&store.devices_to_notify("alice").unwrap()), ["a2"]);
+            // A token moving to bob leaves alice's cached list.
+            assert!(store.devices_to_notify("bob").unwrap().is_empty());
+            store.register(device("a2", "y", "bob", 3)).await.unwrap();
+            assert!(store.devices_to_notify("alice").unwrap().is_empty());
+            assert_eq!(tokens(&store.devices_to_notify("bob").unwrap()), ["a2"]);
+            store.remove_user("bob").await.unwrap();
+            assert!(store.devices_to_notify("bob").unwrap().is_empty());
+            store
+                .import(vec![device("c1", "z", "carol", 4)])
+                .await
+                .unwrap();
+            assert_eq!(tokens(&store.devices_to_notify("carol").unwrap()), ["c1"]);
+            store.sweep(5).await.unwrap();
+            assert!(store.devices_to_notify("carol").unwrap().is_empty());
+            // Past the cap of 3 the oldest goes, in the cache too.
+            for (i, t) in ["d1", "d2", "d3", "d4"].iter().enumerate() {
+                store
+                    .register(device(t, "w", "dave", 10 + i as u64))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    store.devices_to_notify("dave").unwrap().len(),
+                    (i + 1).min(3)
+                );
+            }
+            assert_eq!(
+                tokens(&store.devices_to_notify("dave").unwrap()),
+                ["d2", "d3", "d4"]
+            );
+        });
+        store.close();
+    }
+
+    #[test]
+    fn a_read_that_raced_a_commit_is_not_cached() {
+        let cache = DeviceCache {
+            capacity: 2,
+            state: Mutex::default(),
+        };
+        let old: Arc<[Device]> = vec![device("aa", "x", "alice", 1)].into();
+        // Reader misses and starts reading; a commit for alice lands before
+        // the reader comes back with what it read.
+        let seen = cache.get("alice").unwrap_err();
+        cache.invalidate(&Touched::Users(vec!["alice".into()]));
+        cache.fill("alice", seen, &old);
+        assert!(cache.get("alice").is_err(), "stale read was cached");
+        // A read begun after the commit is cached; capacity holds.
+        let seen = cache.get("alice").unwrap_err();
+        cache.fill("alice", seen, &old);
+        assert_eq!(cache.get("alice").unwrap().len(), 1);
+        for user in ["bob", "carol", "dave"] {
+            let seen = cache.get(user).unwrap_err();
+            cache.fill(user, seen, &old);
+        }
+        assert_eq!(cache.state().by_user.len(), 2);
+        cache.invalidate(&Touched::All);
+        assert!(cache.state().by_user.is_empty());
+    }
+
+    #[test]
+    fn cache_filled_during_a_commit_is_never_stale() {
+        // A reader races the writer; after each write returns, the cache
+        // must already show it, whatever the reader filled meanwhile.
+        let store = Store::open(
+            &temp_path("cache-race"),
+            StoreLimits {
+                max_devices_per_user: 64,
+                ..limits()
+            },
+        )
+        .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let store = store.clone();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for user in ["alice", "bob", "carol"] {
+                        store.devices_to_notify(user).unwrap();
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        };
+        async_io::block_on(async {
+            for i in 0..40u64 {
+                let token = format!("{i:02x}");
+                let user = ["alice", "bob", "carol"][i as usize % 3];
+                store.register(device(&token, "x", user, i)).await.unwrap();
+                assert!(
+                    tokens(&store.devices_to_notify(user).unwrap()).contains(&token.as_str()),
+                    "registration {i} not visible"
+                );
+                if i % 2 == 1 {
+                    store.remove(&token, RemoveIf::Always).await.unwrap();
+                    assert!(
+                        !tokens(&store.devices_to_notify(user).unwrap()).contains(&token.as_str()),
+                        "removal {i} not visible"
+                    );
+                }
+            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
         store.close();
     }
 

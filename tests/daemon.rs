@@ -395,6 +395,7 @@ fn stale_registrations_are_swept() {
             queue_len: 16,
             max_batch: 16,
             max_devices_per_user: 16,
+            device_cache_users: 0,
         };
         let store = xapsd::store::Store::open(&daemon.db_path(), limits).unwrap();
         let mut bob = store.devices_for_user("bob").unwrap().pop().unwrap();
