@@ -8,13 +8,16 @@
 //! writer commits. This module knows nothing of HTTP or APNs.
 //!
 //! A notify only needs one user's devices, and opening a read transaction
-//! and its tables costs more than the lookup itself, so recently notified
-//! users' devices (including "none") are kept in a small bounded cache.
-//! The writer drops the entries of every user a commit touched before it
-//! answers, and a reader only fills the cache if no commit happened since
-//! it looked: a device registered or removed with a 200 is never served
-//! stale.
-//!
+//! and its tables costs more than the lookup itself. So after each commit
+//! the writer opens the tables of the new state once (a [`Snapshot`]) for
+//! every notify to share, and recently notified users' devices (including
+//! "none") are kept in a small bounded cache. Before it answers, the writer
+//! puts the new snapshot in place and drops the cache entries of every user
+//! the commit touched; a reader only fills the cache if no commit happened
+//! since it looked. So a device registered or removed with a 200 is never
+//! served stale. Holding the latest snapshot keeps at most one older
+//! version of the changed pages from being reused.
+
 //! Layout (schema version 1):
 //! - `meta`: `schema_version` -> 1
 //! - `devices`: device token -> [`Device`] as JSON (miniserde)
@@ -187,8 +190,41 @@ impl Touched {
     }
 }
 
-/// Recently read users' devices; see the module comment for why it can
-/// never serve a stale answer.
+/// The tables as of one commit, opened once and shared by readers.
+struct Snapshot {
+    devices: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    index: redb::ReadOnlyMultimapTable<&'static str, &'static str>,
+}
+
+impl Snapshot {
+    fn open(db: &Database) -> Result<Snapshot, StoreError> {
+        let txn = db.begin_read()?;
+        Ok(Snapshot {
+            devices: txn.open_table(DEVICES)?,
+            index: txn.open_multimap_table(USER_DEVICES)?,
+        })
+    }
+
+    fn devices_of(&self, user: &str) -> Result<Vec<Device>, StoreError> {
+        let mut out = Vec::new();
+        for token in self.index.get(user)? {
+            let token = token?;
+            if let Some(bytes) = self.devices.get(token.value())? {
+                out.push(decode(token.value(), bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a reader that missed the cache reads from.
+struct Miss {
+    seen_commits: u64,
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+/// Recently read users' devices and the latest snapshot; see the module
+/// comment for why neither can serve a stale answer.
 struct DeviceCache {
     capacity: usize,
     state: Mutex<CacheState>,
@@ -199,6 +235,8 @@ struct CacheState {
     by_user: HashMap<String, Arc<[Device]>>,
     /// Bumped by every commit, before its callers hear back.
     commits: u64,
+    /// The tables as of the last commit; `None` if opening them failed.
+    snapshot: Option<Arc<Snapshot>>,
 }
 
 impl DeviceCache {
@@ -207,10 +245,14 @@ impl DeviceCache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The cached devices, or the commit count to pass to [`fill`](Self::fill).
-    fn get(&self, user: &str) -> Result<Arc<[Device]>, u64> {
+    /// The cached devices, or where to read them and the commit count to
+    /// pass to [`fill`](Self::fill).
+    fn get(&self, user: &str) -> Result<Arc<[Device]>, Miss> {
         let state = self.state();
-        state.by_user.get(user).cloned().ok_or(state.commits)
+        state.by_user.get(user).cloned().ok_or_else(|| Miss {
+            seen_commits: state.commits,
+            snapshot: state.snapshot.clone(),
+        })
     }
 
     /// Caches what a read transaction begun after [`get`](Self::get) saw,
@@ -232,10 +274,14 @@ impl DeviceCache {
         state.by_user.insert(user.to_owned(), Arc::clone(devices));
     }
 
-    /// Called by the writer after a commit (or a failed one), before replying.
-    fn invalidate(&self, touched: &Touched) {
+    /// Called by the writer after a commit (or a failed one), before
+    /// replying, with the tables as of that commit.
+    fn invalidate(&self, touched: &Touched, snapshot: Option<Snapshot>) {
+        let snapshot = snapshot.map(Arc::new);
         let mut state = self.state();
         state.commits += 1;
+        // The old one is released after the lock, by its last reader.
+        let _old = std::mem::replace(&mut state.snapshot, snapshot);
         match touched {
             Touched::All => state.by_user.clear(),
             Touched::Users(users) => {
@@ -284,7 +330,10 @@ impl Store {
         let writer_db = Arc::clone(&db);
         let cache = Arc::new(DeviceCache {
             capacity: limits.device_cache_users,
-            state: Mutex::default(),
+            state: Mutex::new(CacheState {
+                snapshot: Some(Arc::new(Snapshot::open(&db)?)),
+                ..CacheState::default()
+            }),
         });
         let writer_cache = Arc::clone(&cache);
         let writer = std::thread::Builder::new()
@@ -347,9 +396,13 @@ impl Store {
     pub fn devices_to_notify(&self, user: &str) -> Result<Arc<[Device]>, StoreError> {
         match self.cache.get(user) {
             Ok(devices) => Ok(devices),
-            Err(seen_commits) => {
-                let devices: Arc<[Device]> = self.devices_for_user(user)?.into();
-                self.cache.fill(user, seen_commits, &devices);
+            Err(miss) => {
+                let devices: Arc<[Device]> = match &miss.snapshot {
+                    Some(snapshot) => snapshot.devices_of(user)?,
+                    None => self.devices_for_user(user)?,
+                }
+                .into();
+                self.cache.fill(user, miss.seen_commits, &devices);
                 Ok(devices)
             }
         }
@@ -358,17 +411,7 @@ impl Store {
     /// The devices registered for `user` (already lower-cased by the
     /// caller), read from the file.
     pub fn devices_for_user(&self, user: &str) -> Result<Vec<Device>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let index = txn.open_multimap_table(USER_DEVICES)?;
-        let devices = txn.open_table(DEVICES)?;
-        let mut out = Vec::new();
-        for token in index.get(user)? {
-            let token = token?;
-            if let Some(bytes) = devices.get(token.value())? {
-                out.push(decode(token.value(), bytes.value())?);
-            }
-        }
-        Ok(out)
+        Snapshot::open(&self.db)?.devices_of(user)
     }
 
     /// Every device, for admin listings.
@@ -467,7 +510,14 @@ fn writer_loop(
             touched = Touched::All;
         }
         // Before anyone hears back: after a 200, no reader sees the old devices.
-        cache.invalidate(&touched);
+        let snapshot = match Snapshot::open(db) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("store: cannot open the new state for readers: {e}");
+                None
+            }
+        };
+        cache.invalidate(&touched, snapshot);
         match outcome {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
@@ -858,20 +908,20 @@ mod tests {
         let old: Arc<[Device]> = vec![device("aa", "x", "alice", 1)].into();
         // Reader misses and starts reading; a commit for alice lands before
         // the reader comes back with what it read.
-        let seen = cache.get("alice").unwrap_err();
-        cache.invalidate(&Touched::Users(vec!["alice".into()]));
+        let seen = cache.get("alice").unwrap_err().seen_commits;
+        cache.invalidate(&Touched::Users(vec!["alice".into()]), None);
         cache.fill("alice", seen, &old);
         assert!(cache.get("alice").is_err(), "stale read was cached");
         // A read begun after the commit is cached; capacity holds.
-        let seen = cache.get("alice").unwrap_err();
+        let seen = cache.get("alice").unwrap_err().seen_commits;
         cache.fill("alice", seen, &old);
         assert_eq!(cache.get("alice").unwrap().len(), 1);
         for user in ["bob", "carol", "dave"] {
-            let seen = cache.get(user).unwrap_err();
+            let seen = cache.get(user).unwrap_err().seen_commits;
             cache.fill(user, seen, &old);
         }
         assert_eq!(cache.state().by_user.len(), 2);
-        cache.invalidate(&Touched::All);
+        cache.invalidate(&Touched::All, None);
         assert!(cache.state().by_user.is_empty());
     }
 
