@@ -219,6 +219,7 @@ impl Snapshot {
 
 /// What a reader that missed the cache reads from.
 struct Miss {
+    /// Commits so far, to pass to [`DeviceCache::fill`].
     seen_commits: u64,
     snapshot: Option<Arc<Snapshot>>,
 }
@@ -899,6 +900,13 @@ mod tests {
         store.close();
     }
 
+    fn missed(cache: &DeviceCache, user: &str) -> u64 {
+        match cache.get(user) {
+            Ok(_) => panic!("{user} is cached"),
+            Err(miss) => miss.seen_commits,
+        }
+    }
+
     #[test]
     fn a_read_that_raced_a_commit_is_not_cached() {
         let cache = DeviceCache {
@@ -908,16 +916,16 @@ mod tests {
         let old: Arc<[Device]> = vec![device("aa", "x", "alice", 1)].into();
         // Reader misses and starts reading; a commit for alice lands before
         // the reader comes back with what it read.
-        let seen = cache.get("alice").unwrap_err().seen_commits;
+        let seen = missed(&cache, "alice");
         cache.invalidate(&Touched::Users(vec!["alice".into()]), None);
         cache.fill("alice", seen, &old);
         assert!(cache.get("alice").is_err(), "stale read was cached");
         // A read begun after the commit is cached; capacity holds.
-        let seen = cache.get("alice").unwrap_err().seen_commits;
+        let seen = missed(&cache, "alice");
         cache.fill("alice", seen, &old);
-        assert_eq!(cache.get("alice").unwrap().len(), 1);
+        assert_eq!(cache.get("alice").map(|d| d.len()).ok(), Some(1));
         for user in ["bob", "carol", "dave"] {
-            let seen = cache.get(user).unwrap_err().seen_commits;
+            let seen = missed(&cache, user);
             cache.fill(user, seen, &old);
         }
         assert_eq!(cache.state().by_user.len(), 2);
