@@ -10,6 +10,12 @@
 //! Run: `cargo bench --bench load` (all scenarios) or
 //! `cargo bench --bench load -- a b` (some). Results go to stdout as a
 //! Markdown table and to `target/bench/load.json`.
+//!
+//! `benches/callgrind.sh` runs the same scenarios with the daemon under
+//! valgrind's callgrind: with `XAPSD_BENCH_CALLGRIND` set, the harness asks
+//! callgrind (`callgrind_control`) to zero its counters before the
+//! registrations and to dump them after the registrations and after the
+//! notifies, and reports instructions per registration and per notify.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -25,8 +31,12 @@ use support::daemon::{Daemon, DaemonConfig};
 use support::mock_apns::MockApns;
 use support::plugin::plugin_request;
 
-/// No scenario may run longer than this.
+/// No scenario may run longer than this; a watchdog kills the daemon and
+/// the harness past it.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(300);
+
+/// Under callgrind everything is ~50x slower.
+const PROFILED_SCENARIO_LIMIT: Duration = Duration::from_secs(1800);
 
 /// Figures of one scenario; absent fields print as "-".
 #[derive(Default, Debug)]
@@ -43,12 +53,21 @@ struct Report {
     pushes: usize,
     pushes_per_sec: Option<f64>,
     cpu_us_per_notify: Option<f64>,
+    /// user and system CPU of the notify phase, from /proc/PID/stat (ticks).
+    cpu_user_ms: Option<f64>,
+    cpu_sys_ms: Option<f64>,
     peak_rss_kib: u64,
+    /// APNs connections accepted by the mock over the run, and open at its end.
     apns_connections: usize,
+    apns_open_connections: usize,
     apns_peak_streams: usize,
+    registers: usize,
     registers_per_sec: Option<f64>,
     register_p50_ms: Option<f64>,
     register_p99_ms: Option<f64>,
+    /// Only under callgrind: instructions per registration and per notify.
+    instructions_per_register: Option<f64>,
+    instructions_per_notify: Option<f64>,
 }
 
 /// The daemon's CPU time so far (all threads), from /proc, in nanoseconds.
@@ -68,6 +87,23 @@ fn cpu_ns(pid: u32) -> u64 {
     total
 }
 
+/// The daemon's user and system CPU so far in milliseconds, from
+/// /proc/PID/stat (clock ticks: 10 ms resolution where USER_HZ is 100).
+fn cpu_user_sys_ms(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the line, 12 and 13 after the name.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let field = |i: usize| -> f64 {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // USER_HZ is 100 on every Linux this runs on.
+    (field(11) * 10.0, field(12) * 10.0)
+}
+
 /// Peak resident set (VmHWM) in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -85,6 +121,108 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     Some(sorted[i])
+}
+
+/// Talks to callgrind when the daemon runs under it (`XAPSD_BENCH_CALLGRIND`
+/// names the directory its output files go to, see benches/callgrind.sh).
+struct Profiler {
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Profiler {
+    fn from_env() -> Profiler {
+        Profiler {
+            dir: std::env::var_os("XAPSD_BENCH_CALLGRIND").map(Into::into),
+        }
+    }
+
+    fn active(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    fn control(&self, pid: u32, args: &[&str]) {
+        if !self.active() {
+            return;
+        }
+        let status = std::process::Command::new("callgrind_control")
+            .args(args)
+            .arg(pid.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run callgrind_control");
+        assert!(status.success(), "callgrind_control {args:?} failed");
+    }
+
+    /// Starts counting from zero (after the daemon's start-up).
+    fn zero(&self, pid: u32) {
+        self.control(pid, &["--zero"]);
+    }
+
+    /// Dumps the counts since the last zero/dump; returns the instructions.
+    fn dump(&self, pid: u32, label: &str) -> Option<f64> {
+        let dir = self.dir.as_ref()?;
+        let before = dump_files(dir, pid).len();
+        self.control(pid, &[&format!("--dump={label}")]);
+        // callgrind_control returns once the dump is written.
+        let files = dump_files(dir, pid);
+        assert!(files.len() > before, "no new callgrind dump in {dir:?}");
+        let last = files.last()?;
+        let text = std::fs::read_to_string(last).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("summary: "))
+            .and_then(|n| n.trim().parse().ok())
+    }
+}
+
+/// `callgrind.out.PID.N` files in `dir`, in dump order.
+fn dump_files(dir: &std::path::Path, pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("callgrind.out.{pid}.");
+    let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let n = name.strip_prefix(&prefix)?.parse().ok()?;
+                    Some((n, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Kills the daemon and ends the harness if a scenario overruns.
+struct Watchdog {
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watchdog {
+    fn start(name: &'static str, pid: u32, limit: Duration) -> Watchdog {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("scenario {name} ran over {limit:?}: killing the daemon and stopping");
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            std::process::exit(2);
+        });
+        Watchdog { done }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One plugin connection: sends a request, reads the whole response.
@@ -159,6 +297,8 @@ struct Rig {
     mock: MockApns,
     daemon: Daemon,
     pid: u32,
+    profiler: Profiler,
+    _watchdog: Watchdog,
 }
 
 impl Drop for Rig {
@@ -170,7 +310,7 @@ impl Drop for Rig {
     }
 }
 
-fn rig(latency: Duration) -> Rig {
+fn rig(name: &'static str, latency: Duration) -> Rig {
     let ca = TestCa::new();
     let mock = MockApns::start(&ca);
     mock.set_delay(latency);
@@ -182,11 +322,37 @@ fn rig(latency: Duration) -> Rig {
             .num("delay_secs", 1),
     );
     let pid = daemon.pid().expect("daemon pid");
+    let profiler = Profiler::from_env();
+    let limit = if profiler.active() {
+        PROFILED_SCENARIO_LIMIT
+    } else {
+        SCENARIO_LIMIT
+    };
     Rig {
         _ca: ca,
         mock,
         daemon,
         pid,
+        profiler,
+        _watchdog: Watchdog::start(name, pid, limit),
+    }
+}
+
+impl Rig {
+    /// Registers like [`register_all`] and files the figures in `r`.
+    fn register(&self, r: &mut Report, users: usize, devices: usize, conns: usize) {
+        self.profiler.zero(self.pid);
+        let start = Instant::now();
+        let reg = register_all(self.daemon.addr(), users, devices, conns);
+        let took = start.elapsed();
+        r.instructions_per_register = self
+            .profiler
+            .dump(self.pid, "registrations")
+            .map(|n| n / reg.len() as f64);
+        r.registers = reg.len();
+        r.registers_per_sec = Some(reg.len() as f64 / took.as_secs_f64());
+        r.register_p50_ms = percentile(&reg, 0.5);
+        r.register_p99_ms = percentile(&reg, 0.99);
     }
 }
 
@@ -285,10 +451,17 @@ fn finish(
     lat: &[f64],
     sent: &[(usize, Instant)],
     took: Duration,
-    cpu_before: u64,
+    cpu_before: (u64, (f64, f64)),
 ) {
     let pushes = rig.mock.requests();
-    let cpu = cpu_ns(rig.pid) - cpu_before;
+    let cpu = cpu_ns(rig.pid) - cpu_before.0;
+    let (user, sys) = cpu_user_sys_ms(rig.pid);
+    r.cpu_user_ms = Some(user - cpu_before.1 .0);
+    r.cpu_sys_ms = Some(sys - cpu_before.1 .1);
+    r.instructions_per_notify = rig
+        .profiler
+        .dump(rig.pid, "notifies")
+        .map(|n| n / lat.len() as f64);
     r.notifies = lat.len();
     r.notify_per_sec = Some(lat.len() as f64 / took.as_secs_f64());
     r.notify_p50_us = percentile(lat, 0.50);
@@ -325,22 +498,19 @@ fn finish(
     r.cpu_us_per_notify = Some(cpu as f64 / 1e3 / lat.len() as f64);
     r.peak_rss_kib = peak_rss_kib(rig.pid);
     r.apns_connections = rig.mock.connections_accepted();
+    r.apns_open_connections = rig.mock.open_connections();
     r.apns_peak_streams = rig.mock.peak_in_flight();
+}
+
+/// CPU counters at the start of a notify phase, for [`finish`].
+fn cpu_mark(pid: u32) -> (u64, (f64, f64)) {
+    (cpu_ns(pid), cpu_user_sys_ms(pid))
 }
 
 /// (a)/(b): 2,000 new-mail notifies over 8 connections, 2,000 users x 1 device.
 fn notifies_2000(name: &'static str, latency: Duration) -> Report {
-    let rig = rig(latency);
+    let rig = rig(name, latency);
     let users = 2000;
-    register_all(rig.daemon.addr(), users, 1, 8);
-    let cpu = cpu_ns(rig.pid);
-    let (lat, sent, took) = notify_load(
-        rig.daemon.addr(),
-        8,
-        users / 8,
-        Arc::new(|i| (i, "MessageNew")),
-    );
-    settle(&rig.mock, users, Duration::from_millis(200));
     let mut r = Report {
         name,
         what: format!(
@@ -349,6 +519,15 @@ fn notifies_2000(name: &'static str, latency: Duration) -> Report {
         ),
         ..Report::default()
     };
+    rig.register(&mut r, users, 1, 8);
+    let cpu = cpu_mark(rig.pid);
+    let (lat, sent, took) = notify_load(
+        rig.daemon.addr(),
+        8,
+        users / 8,
+        Arc::new(|i| (i, "MessageNew")),
+    );
+    settle(&rig.mock, users, Duration::from_millis(200));
     finish(&mut r, &rig, &lat, &sent, took, cpu);
     r
 }
@@ -366,7 +545,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// (c): 2,000 idle plugin connections + 100,000 registrations + sustained notifies.
 fn idle_and_many(name: &'static str) -> Report {
-    let rig = rig(Duration::ZERO);
+    let rig = rig(name, Duration::ZERO);
     let addr = rig.daemon.addr();
     // RSS by phase, for the memory budget (memory_budget_kib, 8 MiB by default).
     eprintln!("(c) RSS idle: {} KiB", rss_kib(rig.pid));
@@ -385,13 +564,18 @@ fn idle_and_many(name: &'static str) -> Report {
         rss_kib(rig.pid)
     );
     let users = 50_000;
-    let reg = register_all(addr, users, 2, 32);
+    let mut r = Report {
+        name,
+        what: "2,000 idle conns + 100,000 devices + 20,000 notifies (4:1 new mail:flags)".into(),
+        ..Report::default()
+    };
+    rig.register(&mut r, users, 2, 32);
     eprintln!(
         "(c) RSS after 100,000 registrations: {} KiB (peak {} KiB)",
         rss_kib(rig.pid),
         peak_rss_kib(rig.pid)
     );
-    let cpu = cpu_ns(rig.pid);
+    let cpu = cpu_mark(rig.pid);
     // Mostly new mail, one in five a flag change; users spread over the whole set.
     let (lat, sent, took) = notify_load(
         addr,
@@ -405,13 +589,6 @@ fn idle_and_many(name: &'static str) -> Report {
         }),
     );
     settle(&rig.mock, 1, Duration::from_millis(1500));
-    let mut r = Report {
-        name,
-        what: "2,000 idle conns + 100,000 devices + 20,000 notifies (4:1 new mail:flags)".into(),
-        register_p50_ms: percentile(&reg, 0.5),
-        register_p99_ms: percentile(&reg, 0.99),
-        ..Report::default()
-    };
     finish(&mut r, &rig, &lat, &sent, took, cpu);
     drop(idle);
     r
@@ -419,27 +596,28 @@ fn idle_and_many(name: &'static str) -> Report {
 
 /// (d): a burst of 10,000 registrations over 16 connections.
 fn register_burst(name: &'static str) -> Report {
-    let rig = rig(Duration::ZERO);
-    let start = Instant::now();
-    let reg = register_all(rig.daemon.addr(), 10_000, 1, 16);
-    let took = start.elapsed();
-    Report {
+    let rig = rig(name, Duration::ZERO);
+    let mut r = Report {
         name,
         what: "10,000 registrations / 16 conns, durable commits".into(),
-        registers_per_sec: Some(reg.len() as f64 / took.as_secs_f64()),
-        register_p50_ms: percentile(&reg, 0.5),
-        register_p99_ms: percentile(&reg, 0.99),
-        peak_rss_kib: peak_rss_kib(rig.pid),
         ..Report::default()
-    }
+    };
+    rig.register(&mut r, 10_000, 1, 16);
+    r.peak_rss_kib = peak_rss_kib(rig.pid);
+    r
 }
 
 /// (e): 100,000 new-mail notifies, 5,000 users x 1 device, for steady state.
 fn steady(name: &'static str) -> Report {
-    let rig = rig(Duration::ZERO);
+    let rig = rig(name, Duration::ZERO);
     let users = 5000;
-    register_all(rig.daemon.addr(), users, 1, 8);
-    let cpu = cpu_ns(rig.pid);
+    let mut r = Report {
+        name,
+        what: "100,000 notifies / 8 conns, 5,000 users x 1 device".into(),
+        ..Report::default()
+    };
+    rig.register(&mut r, users, 1, 8);
+    let cpu = cpu_mark(rig.pid);
     let (lat, sent, took) = notify_load(
         rig.daemon.addr(),
         8,
@@ -448,11 +626,6 @@ fn steady(name: &'static str) -> Report {
     );
     // A burst for one device folds into the push already queued for it.
     settle(&rig.mock, 1, Duration::from_millis(500));
-    let mut r = Report {
-        name,
-        what: "100,000 notifies / 8 conns, 5,000 users x 1 device".into(),
-        ..Report::default()
-    };
     finish(&mut r, &rig, &lat, &sent, took, cpu);
     r
 }
@@ -488,56 +661,91 @@ fn main() {
         }
     }
 
-    println!("| scenario | notifies/s | notify p50 / p99 / max (µs) | notify→push p50 / p99 (ms) | pushes/s | CPU µs per notify | peak RSS (KiB) | APNs conns / peak streams | register p50 / p99 (ms) |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| scenario | notifies/s | notify p50 / p99 / max (µs) | notify→push p50 / p99 (ms) | pushes / per s | CPU µs per notify | peak RSS (KiB) | APNs conns (open at end) / peak streams | registrations/s | register p50 / p99 (ms) |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in &reports {
         println!(
-            "| ({}) {} | {} | {} / {} / {} | {} / {} | {} | {} | {} | {} / {} | {} / {} |",
+            "| ({}) {} | {} | {} / {} / {} | {} / {} | {} / {} | {} | {} | {} ({}) / {} | {} | {} / {} |",
             r.name,
             r.what,
-            cell(r.notify_per_sec.or(r.registers_per_sec), 0),
+            cell(r.notify_per_sec, 0),
             cell(r.notify_p50_us, 0),
             cell(r.notify_p99_us, 0),
             cell(r.notify_max_us, 0),
             cell(r.push_p50_ms, 2),
             cell(r.push_p99_ms, 2),
+            r.pushes,
             cell(r.pushes_per_sec, 0),
             cell(r.cpu_us_per_notify, 1),
             r.peak_rss_kib,
             r.apns_connections,
+            r.apns_open_connections,
             r.apns_peak_streams,
+            cell(r.registers_per_sec, 0),
             cell(r.register_p50_ms, 2),
             cell(r.register_p99_ms, 2),
         );
+    }
+    if reports
+        .iter()
+        .any(|r| r.instructions_per_register.is_some())
+    {
+        println!();
+        println!("| scenario | instructions per registration | instructions per notify (incl. its pushes) |");
+        println!("| --- | ---: | ---: |");
+        for r in &reports {
+            println!(
+                "| ({}) | {} | {} |",
+                r.name,
+                cell(r.instructions_per_register, 0),
+                cell(r.instructions_per_notify, 0)
+            );
+        }
     }
 
     let items: Vec<String> = reports
         .iter()
         .map(|r| {
+            let fields = [
+                ("notifies", r.notifies.to_string()),
+                ("notifies_per_sec", json_num(r.notify_per_sec)),
+                ("notify_p50_us", json_num(r.notify_p50_us)),
+                ("notify_p99_us", json_num(r.notify_p99_us)),
+                ("notify_max_us", json_num(r.notify_max_us)),
+                ("push_p50_ms", json_num(r.push_p50_ms)),
+                ("push_p99_ms", json_num(r.push_p99_ms)),
+                ("pushes", r.pushes.to_string()),
+                ("pushes_per_sec", json_num(r.pushes_per_sec)),
+                ("cpu_us_per_notify", json_num(r.cpu_us_per_notify)),
+                (
+                    "cpu_s_per_1000_notifies",
+                    json_num(r.cpu_us_per_notify.map(|us| us / 1000.0)),
+                ),
+                ("cpu_user_ms", json_num(r.cpu_user_ms)),
+                ("cpu_sys_ms", json_num(r.cpu_sys_ms)),
+                ("peak_rss_kib", r.peak_rss_kib.to_string()),
+                ("apns_connections", r.apns_connections.to_string()),
+                ("apns_open_connections", r.apns_open_connections.to_string()),
+                ("apns_peak_streams", r.apns_peak_streams.to_string()),
+                ("registers", r.registers.to_string()),
+                ("registers_per_sec", json_num(r.registers_per_sec)),
+                ("register_p50_ms", json_num(r.register_p50_ms)),
+                ("register_p99_ms", json_num(r.register_p99_ms)),
+                (
+                    "instructions_per_register",
+                    json_num(r.instructions_per_register),
+                ),
+                (
+                    "instructions_per_notify",
+                    json_num(r.instructions_per_notify),
+                ),
+            ];
+            let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
             format!(
-                "  {{\"scenario\":\"{}\",\"what\":\"{}\",\"notifies\":{},\"notifies_per_sec\":{},\"registers_per_sec\":{},\
-\"notify_p50_us\":{},\"notify_p99_us\":{},\"notify_max_us\":{},\"push_p50_ms\":{},\"push_p99_ms\":{},\
-\"pushes\":{},\"pushes_per_sec\":{},\"cpu_us_per_notify\":{},\"cpu_s_per_1000_notifies\":{},\"peak_rss_kib\":{},\
-\"apns_connections\":{},\"apns_peak_streams\":{},\"register_p50_ms\":{},\"register_p99_ms\":{}}}",
+                "  {{\"scenario\":\"{}\",\"what\":\"{}\",{}}}",
                 r.name,
                 r.what,
-                r.notifies,
-                json_num(r.notify_per_sec),
-                json_num(r.registers_per_sec),
-                json_num(r.notify_p50_us),
-                json_num(r.notify_p99_us),
-                json_num(r.notify_max_us),
-                json_num(r.push_p50_ms),
-                json_num(r.push_p99_ms),
-                r.pushes,
-                json_num(r.pushes_per_sec),
-                json_num(r.cpu_us_per_notify),
-                json_num(r.cpu_us_per_notify.map(|us| us / 1000.0)),
-                r.peak_rss_kib,
-                r.apns_connections,
-                r.apns_peak_streams,
-                json_num(r.register_p50_ms),
-                json_num(r.register_p99_ms),
+                body.join(",")
             )
         })
         .collect();

@@ -676,12 +676,7 @@ fn admin_command(
 
 fn admin_store_limits() -> StoreLimits {
     let limits = crate::limits::Limits::default();
-    StoreLimits {
-        cache_bytes: 256 * 1024,
-        queue_len: 16,
-        max_batch: limits.max_store_batch,
-        max_devices_per_user: limits.max_devices_per_user,
-    }
+    StoreLimits::one_shot(limits.max_devices_per_user, limits.max_store_batch)
 }
 
 /// Parses the command line and runs; returns the process exit code.

@@ -1,8 +1,10 @@
 //! Wires the parts together and runs them on smol until a signal says stop.
 //!
-//! One executor thread serves the plugin connections, the dispatcher and
-//! the APNs connection; the store has its own writer thread so an fsync
-//! never stalls the event loop.
+//! One executor thread serves the plugin connections; a second one runs the
+//! dispatcher and the APNs connection, so a burst of APNs answers (up to a
+//! hundred streams completing at once) never queues in front of a plugin's
+//! notify; the store has its own writer thread so an fsync never stalls
+//! either.
 
 use std::fmt;
 use std::net::TcpListener;
@@ -45,6 +47,7 @@ pub enum DaemonError {
     NothingBound,
     CaFile(PathBuf, String),
     Signals(std::io::Error),
+    Thread(std::io::Error),
     LegacySocket(SocketError),
     PluginAuth(AuthError),
     Privileges(PrivilegeError),
@@ -64,6 +67,7 @@ impl fmt::Display for DaemonError {
             DaemonError::NothingBound => f.write_str("no listen address could be bound"),
             DaemonError::CaFile(path, e) => write!(f, "apns_ca_file {}: {e}", path.display()),
             DaemonError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            DaemonError::Thread(e) => write!(f, "cannot start the APNs thread: {e}"),
             DaemonError::LegacySocket(e) => write!(f, "legacy_socket: {e}"),
             DaemonError::PluginAuth(e) => write!(f, "plugin_auth: {e}"),
             DaemonError::Privileges(e) => f.write_str(&e.to_string()),
@@ -132,6 +136,7 @@ fn store_limits(limits: &Limits) -> StoreLimits {
         queue_len: limits.store_queue_len,
         max_batch: limits.max_store_batch,
         max_devices_per_user: limits.max_devices_per_user,
+        device_cache_users: limits.device_cache_users,
     }
 }
 
@@ -611,17 +616,30 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         .map_err(DaemonError::Signals)?;
 
     let executor = Arc::new(Executor::new());
+    let apns_executor = Arc::new(Executor::new());
+    let (apns_stop, apns_stopped) = async_channel::bounded::<()>(1);
+    let apns_thread = std::thread::Builder::new()
+        .name("xapsd-apns".into())
+        .spawn({
+            let apns_executor = Arc::clone(&apns_executor);
+            move || {
+                async_io::block_on(apns_executor.run(async {
+                    let _ = apns_stopped.recv().await;
+                }))
+            }
+        })
+        .map_err(DaemonError::Thread)?;
     let apns = ApnsClient::new(
         config.apns_endpoint.clone(),
         root_store(&anchors),
         slot.clone(),
         Arc::clone(&limits),
-        Arc::clone(&executor),
+        Arc::clone(&apns_executor),
     );
     let dispatcher = Dispatcher::new(
         store.clone(),
         apns.clone(),
-        Arc::clone(&executor),
+        Arc::clone(&apns_executor),
         Arc::clone(&limits),
         Duration::from_secs(config.delay_secs),
     );
@@ -671,11 +689,11 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         if let Some(listener) = legacy_listener {
             accepting.push(executor.spawn(Arc::clone(&legacy).serve(listener)));
         }
-        let timers = executor.spawn({
+        let timers = apns_executor.spawn({
             let d = dispatcher.clone();
             async move { d.run_timers().await }
         });
-        let sender = executor.spawn({
+        let sender = apns_executor.spawn({
             let d = dispatcher.clone();
             async move { d.run_sender().await }
         });
@@ -707,6 +725,8 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         sender.cancel().await;
     };
     async_io::block_on(executor.run(main));
+    apns_stop.close();
+    let _ = apns_thread.join();
 
     store.close();
     drop(legacy_file); // removes the socket file

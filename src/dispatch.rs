@@ -88,6 +88,9 @@ struct Inner {
     streams: Arc<async_lock::Semaphore>,
     stats: DispatchStats,
     last_credential_alarm: Mutex<Option<Instant>>,
+    /// When a dropped push was last logged: an overload drops thousands a
+    /// second, and one line each would cost more than the pushes.
+    last_drop_warning: Mutex<Option<Instant>>,
 }
 
 /// Handle to the dispatcher; cheap to clone.
@@ -120,6 +123,7 @@ impl Dispatcher {
                 streams,
                 stats: DispatchStats::default(),
                 last_credential_alarm: Mutex::new(None),
+                last_drop_warning: Mutex::new(None),
             }),
         }
     }
@@ -185,10 +189,12 @@ impl Dispatcher {
             Ok(Some(oldest)) => {
                 held.queued.remove(&oldest.push.token);
                 let n = self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                log::warn!(
-                    "push queue full ({} pushes): dropped the oldest push ({n} dropped so far)",
-                    self.inner.limits.push_queue_len
-                );
+                if once_a_minute(&self.inner.last_drop_warning) {
+                    log::warn!(
+                        "push queue full ({} pushes): dropped the oldest push ({n} dropped so far; said at most once a minute)",
+                        self.inner.limits.push_queue_len
+                    );
+                }
             }
             Ok(None) => {}
             Err(_) => log::debug!("push queue closed; push not queued"),
@@ -347,15 +353,9 @@ impl Dispatcher {
 
     /// Credential errors are the admin's to fix: say so loudly, once a minute.
     fn credential_alarm(&self, status: u16, reason: &str) {
-        let mut last = self
-            .inner
-            .last_credential_alarm
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+        if !once_a_minute(&self.inner.last_credential_alarm) {
             return;
         }
-        *last = Some(Instant::now());
         log::error!(
             "APNs rejected our credentials ({status} {reason}): check the push certificate or key \
              and its topic; devices are kept and pushes retried"
@@ -384,4 +384,14 @@ impl Dispatcher {
         }
         self.inner.apns.close().await;
     }
+}
+
+/// True at most once a minute per `last`: for warnings that can repeat fast.
+fn once_a_minute(last: &Mutex<Option<Instant>>) -> bool {
+    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }

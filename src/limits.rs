@@ -64,6 +64,9 @@ pub struct Limits {
     pub store_queue_len: usize,
     /// redb page cache.
     pub store_cache_bytes: usize,
+    /// Users whose device lists are cached for notifies (about 300 bytes
+    /// each with one device), so a notify skips the store's read transaction.
+    pub device_cache_users: usize,
     /// On SIGTERM, in-flight pushes get this long to finish.
     pub shutdown_grace: Duration,
     /// Bytes of request buffers all plugin connections may hold at once; a
@@ -131,7 +134,12 @@ const HELD_PUSH_BYTES: u64 = 512;
 const APNS_STREAMS_PER_MILLE: u64 = 60;
 const APNS_STREAM_BYTES: u64 = 2560;
 
-// The remaining 45 per mille is slack for allocator fragmentation.
+/// Device lists cached for notifies: the user name, the `Arc<[Device]>`
+/// with one device and the map entry.
+const DEVICE_CACHE_PER_MILLE: u64 = 25;
+const DEVICE_CACHE_USER_BYTES: u64 = 384;
+
+// The remaining 20 per mille is slack for allocator fragmentation.
 
 /// Why a budget was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -221,6 +229,12 @@ impl Limits {
             max_store_batch: store_queue_len.clamp(16, 256),
             store_queue_len,
             store_cache_bytes: share(STORE_CACHE_PER_MILLE) as usize,
+            device_cache_users: count(
+                DEVICE_CACHE_PER_MILLE,
+                DEVICE_CACHE_USER_BYTES,
+                16,
+                64 * 1024,
+            ),
             shutdown_grace: Duration::from_secs(5),
             expiry_sweep_interval: Duration::from_secs(3600),
             budget_kib: kib,
@@ -260,6 +274,7 @@ impl Limits {
             format!("  held pushes: {}", self.max_held_pushes),
             format!("  APNs streams in flight: {}", self.max_apns_streams),
             format!("  store cache: {}", kib(self.store_cache_bytes)),
+            format!("  device lists cached: {} users", self.device_cache_users),
             format!(
                 "  store queue / batch: {} / {}",
                 self.store_queue_len, self.max_store_batch
@@ -361,7 +376,8 @@ mod tests {
                 + l.store_queue_len as u64 * STORE_OP_BYTES
                 + l.push_queue_len as u64 * QUEUED_PUSH_BYTES
                 + l.max_held_pushes as u64 * HELD_PUSH_BYTES
-                + l.max_apns_streams as u64 * APNS_STREAM_BYTES;
+                + l.max_apns_streams as u64 * APNS_STREAM_BYTES
+                + l.device_cache_users as u64 * DEVICE_CACHE_USER_BYTES;
             assert!(worst <= kib * 1024, "{kib} KiB: worst case {worst} B");
             if let Some(p) = previous {
                 assert!(l.max_plugin_connections > p.max_plugin_connections);
@@ -369,6 +385,7 @@ mod tests {
                 assert!(l.push_queue_len > p.push_queue_len);
                 assert!(l.max_held_pushes > p.max_held_pushes);
                 assert!(l.store_queue_len >= p.store_queue_len);
+                assert!(l.device_cache_users >= p.device_cache_users);
             }
             previous = Some(l);
         }

@@ -120,7 +120,7 @@ impl Service {
         let user = req.username.to_lowercase();
         let devices = self
             .store
-            .devices_for_user(&user)
+            .devices_to_notify(&user)
             .map_err(ServiceError::Store)?;
         if devices.is_empty() {
             return Ok(NotifyOutcome::UnknownUser);

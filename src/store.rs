@@ -7,6 +7,17 @@
 //! Reads run on the caller's thread; redb's MVCC lets them proceed while the
 //! writer commits. This module knows nothing of HTTP or APNs.
 //!
+//! A notify only needs one user's devices, and opening a read transaction
+//! and its tables costs more than the lookup itself. So after each commit
+//! the writer opens the tables of the new state once (a [`Snapshot`]) for
+//! every notify to share, and recently notified users' devices (including
+//! "none") are kept in a small bounded cache. Before it answers, the writer
+//! puts the new snapshot in place and drops the cache entries of every user
+//! the commit touched; a reader only fills the cache if no commit happened
+//! since it looked. So a device registered or removed with a 200 is never
+//! served stale. Holding the latest snapshot keeps at most one older
+//! version of the changed pages from being reused.
+
 //! Layout (schema version 1):
 //! - `meta`: `schema_version` -> 1
 //! - `devices`: device token -> [`Device`] as JSON (miniserde)
@@ -16,11 +27,12 @@
 //!   place (a store without the table gets an empty one), so still version 1
 //! - `apple_meta`: name -> unix seconds (e.g. when Apple was last asked)
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use miniserde::{Deserialize, Serialize};
@@ -178,6 +190,148 @@ pub struct StoreLimits {
     pub queue_len: usize,
     pub max_batch: usize,
     pub max_devices_per_user: usize,
+    /// Users whose devices are cached for notifies (0: no cache).
+    pub device_cache_users: usize,
+}
+
+impl StoreLimits {
+    /// For one-shot commands (admin tools, imports) and tests that open a
+    /// stopped daemon's store: a small page cache and no device cache, since
+    /// each user is read at most once.
+    pub fn one_shot(max_devices_per_user: usize, max_batch: usize) -> StoreLimits {
+        StoreLimits {
+            cache_bytes: 256 * 1024,
+            queue_len: 16,
+            max_batch,
+            max_devices_per_user,
+            device_cache_users: 0,
+        }
+    }
+}
+
+/// Users whose devices a commit changed.
+enum Touched {
+    Users(Vec<String>),
+    All,
+}
+
+impl Touched {
+    /// Past this many users (a big import), clearing the cache is cheaper.
+    const MAX_USERS: usize = 1024;
+
+    fn user(&mut self, user: &str) {
+        if let Touched::Users(users) = self {
+            if users.len() >= Self::MAX_USERS {
+                *self = Touched::All;
+            } else {
+                users.push(user.to_owned());
+            }
+        }
+    }
+}
+
+/// The tables as of one commit, opened once and shared by readers.
+struct Snapshot {
+    devices: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+    index: redb::ReadOnlyMultimapTable<&'static str, &'static str>,
+}
+
+impl Snapshot {
+    fn open(db: &Database) -> Result<Snapshot, StoreError> {
+        let txn = db.begin_read()?;
+        Ok(Snapshot {
+            devices: txn.open_table(DEVICES)?,
+            index: txn.open_multimap_table(USER_DEVICES)?,
+        })
+    }
+
+    fn devices_of(&self, user: &str) -> Result<Vec<Device>, StoreError> {
+        let mut out = Vec::new();
+        for token in self.index.get(user)? {
+            let token = token?;
+            if let Some(bytes) = self.devices.get(token.value())? {
+                out.push(decode(token.value(), bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a reader that missed the cache reads from.
+struct Miss {
+    /// Commits so far, to pass to [`DeviceCache::fill`].
+    seen_commits: u64,
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+/// Recently read users' devices and the latest snapshot; see the module
+/// comment for why neither can serve a stale answer.
+struct DeviceCache {
+    capacity: usize,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    by_user: HashMap<String, Arc<[Device]>>,
+    /// Bumped by every commit, before its callers hear back.
+    commits: u64,
+    /// The tables as of the last commit; `None` if opening them failed.
+    snapshot: Option<Arc<Snapshot>>,
+}
+
+impl DeviceCache {
+    fn state(&self) -> MutexGuard<'_, CacheState> {
+        // Nothing panics while holding it (panic=abort); in tests, carry on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached devices, or where to read them and the commit count to
+    /// pass to [`fill`](Self::fill).
+    fn get(&self, user: &str) -> Result<Arc<[Device]>, Miss> {
+        let state = self.state();
+        state.by_user.get(user).cloned().ok_or_else(|| Miss {
+            seen_commits: state.commits,
+            snapshot: state.snapshot.clone(),
+        })
+    }
+
+    /// Caches what a read transaction begun after [`get`](Self::get) saw,
+    /// unless a commit happened since: then the read may predate it.
+    fn fill(&self, user: &str, seen_commits: u64, devices: &Arc<[Device]>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut state = self.state();
+        if state.commits != seen_commits {
+            return;
+        }
+        if state.by_user.len() >= self.capacity && !state.by_user.contains_key(user) {
+            // Full: drop an arbitrary entry (where the hash put it: random enough).
+            if let Some(victim) = state.by_user.keys().next().cloned() {
+                state.by_user.remove(&victim);
+            }
+        }
+        state.by_user.insert(user.to_owned(), Arc::clone(devices));
+    }
+
+    /// Called by the writer after a commit (or a failed one), before
+    /// replying, with the tables as of that commit.
+    fn invalidate(&self, touched: &Touched, snapshot: Option<Snapshot>) {
+        let snapshot = snapshot.map(Arc::new);
+        let mut state = self.state();
+        state.commits += 1;
+        // The old one is released after the lock, by its last reader.
+        let _old = std::mem::replace(&mut state.snapshot, snapshot);
+        match touched {
+            Touched::All => state.by_user.clear(),
+            Touched::Users(users) => {
+                for user in users {
+                    state.by_user.remove(user);
+                }
+            }
+        }
+    }
 }
 
 /// Handle to the open store. Cloning shares it.
@@ -186,6 +340,7 @@ pub struct Store {
     db: Arc<Database>,
     ops: async_channel::Sender<(Op, Reply)>,
     writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    cache: Arc<DeviceCache>,
 }
 
 impl Store {
@@ -222,14 +377,23 @@ impl Store {
         let db = Arc::new(db);
         let (ops, rx) = async_channel::bounded(limits.queue_len.max(1));
         let writer_db = Arc::clone(&db);
+        let cache = Arc::new(DeviceCache {
+            capacity: limits.device_cache_users,
+            state: Mutex::new(CacheState {
+                snapshot: Some(Arc::new(Snapshot::open(&db)?)),
+                ..CacheState::default()
+            }),
+        });
+        let writer_cache = Arc::clone(&cache);
         let writer = std::thread::Builder::new()
             .name("xapsd-store".into())
-            .spawn(move || writer_loop(&writer_db, &rx, limits))
+            .spawn(move || writer_loop(&writer_db, &rx, limits, &writer_cache))
             .map_err(StoreError::Io)?;
         Ok(Store {
             db,
             ops,
             writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+            cache,
         })
     }
 
@@ -315,19 +479,27 @@ impl Store {
         answer.recv().await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The devices registered for `user` (already lower-cased by the caller).
-    pub fn devices_for_user(&self, user: &str) -> Result<Vec<Device>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let index = txn.open_multimap_table(USER_DEVICES)?;
-        let devices = txn.open_table(DEVICES)?;
-        let mut out = Vec::new();
-        for token in index.get(user)? {
-            let token = token?;
-            if let Some(bytes) = devices.get(token.value())? {
-                out.push(decode(token.value(), bytes.value())?);
+    /// The devices registered for `user` (already lower-cased by the
+    /// caller), from the cache when it has them: the notify path.
+    pub fn devices_to_notify(&self, user: &str) -> Result<Arc<[Device]>, StoreError> {
+        match self.cache.get(user) {
+            Ok(devices) => Ok(devices),
+            Err(miss) => {
+                let devices: Arc<[Device]> = match &miss.snapshot {
+                    Some(snapshot) => snapshot.devices_of(user)?,
+                    None => self.devices_for_user(user)?,
+                }
+                .into();
+                self.cache.fill(user, miss.seen_commits, &devices);
+                Ok(devices)
             }
         }
-        Ok(out)
+    }
+
+    /// The devices registered for `user` (already lower-cased by the
+    /// caller), read from the file.
+    pub fn devices_for_user(&self, user: &str) -> Result<Vec<Device>, StoreError> {
+        Snapshot::open(&self.db)?.devices_of(user)
     }
 
     /// Every device, for admin listings.
@@ -406,7 +578,12 @@ fn encode(d: &Device) -> String {
     })
 }
 
-fn writer_loop(db: &Database, rx: &async_channel::Receiver<(Op, Reply)>, limits: StoreLimits) {
+fn writer_loop(
+    db: &Database,
+    rx: &async_channel::Receiver<(Op, Reply)>,
+    limits: StoreLimits,
+    cache: &DeviceCache,
+) {
     let mut batch = Vec::with_capacity(limits.max_batch);
     while let Ok(first) = rx.recv_blocking() {
         batch.push(first);
@@ -416,7 +593,22 @@ fn writer_loop(db: &Database, rx: &async_channel::Receiver<(Op, Reply)>, limits:
                 Err(_) => break,
             }
         }
-        match apply_batch(db, &batch, limits) {
+        let mut touched = Touched::Users(Vec::new());
+        let outcome = apply_batch(db, &batch, limits, &mut touched);
+        if outcome.is_err() {
+            // Whatever the failure left behind, read it from the file again.
+            touched = Touched::All;
+        }
+        // Before anyone hears back: after a 200, no reader sees the old devices.
+        let snapshot = match Snapshot::open(db) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::warn!("store: cannot open the new state for readers: {e}");
+                None
+            }
+        };
+        cache.invalidate(&touched, snapshot);
+        match outcome {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.try_send(Ok(result));
@@ -439,17 +631,23 @@ fn apply_batch(
     db: &Database,
     batch: &[(Op, Reply)],
     limits: StoreLimits,
+    touched: &mut Touched,
 ) -> Result<Vec<Written>, StoreError> {
     let txn = db.begin_write()?;
     let mut results = Vec::with_capacity(batch.len());
     for (op, _) in batch {
-        results.push(apply(&txn, op, limits)?);
+        results.push(apply(&txn, op, limits, touched)?);
     }
     txn.commit()?;
     Ok(results)
 }
 
-fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written, StoreError> {
+fn apply(
+    txn: &WriteTransaction,
+    op: &Op,
+    limits: StoreLimits,
+    touched: &mut Touched,
+) -> Result<Written, StoreError> {
     match op {
         Op::PutCerts(certs) => {
             let mut table = txn.open_table(APPLE_CERTS)?;
@@ -466,7 +664,7 @@ fn apply(txn: &WriteTransaction, op: &Op, limits: StoreLimits) -> Result<Written
             txn.open_table(APPLE_META)?.insert(name.as_str(), *value)?;
             Ok(Written::Stored)
         }
-        _ => apply_device_op(txn, op, limits),
+        _ => apply_device_op(txn, op, limits, touched),
     }
 }
 
@@ -474,16 +672,17 @@ fn apply_device_op(
     txn: &WriteTransaction,
     op: &Op,
     limits: StoreLimits,
+    touched: &mut Touched,
 ) -> Result<Written, StoreError> {
     let mut devices = txn.open_table(DEVICES)?;
     let mut index = txn.open_multimap_table(USER_DEVICES)?;
     match op {
-        Op::Register(device) => register(&mut devices, &mut index, device, limits),
+        Op::Register(device) => register(&mut devices, &mut index, device, limits, touched),
         Op::Import(list) => {
             let mut evicted_total = 0;
             for device in list {
                 if let Written::Registered { evicted } =
-                    register(&mut devices, &mut index, device, limits)?
+                    register(&mut devices, &mut index, device, limits, touched)?
                 {
                     evicted_total += evicted;
                 }
@@ -507,6 +706,7 @@ fn apply_device_op(
             }
             devices.remove(token.as_str())?;
             index.remove(device.user.as_str(), token.as_str())?;
+            touched.user(&device.user);
             Ok(Written::Removed(1))
         }
         Op::RemoveUser { user } => {
@@ -518,6 +718,7 @@ fn apply_device_op(
                 devices.remove(token.as_str())?;
             }
             index.remove_all(user.as_str())?;
+            touched.user(user);
             Ok(Written::Removed(tokens.len()))
         }
         Op::Sweep { cutoff } => {
@@ -532,6 +733,9 @@ fn apply_device_op(
             for (user, token) in &stale {
                 devices.remove(token.as_str())?;
                 index.remove(user.as_str(), token.as_str())?;
+            }
+            if !stale.is_empty() {
+                *touched = Touched::All;
             }
             Ok(Written::Removed(stale.len()))
         }
@@ -548,6 +752,7 @@ fn register(
     index: &mut Index<'_>,
     device: &Device,
     limits: StoreLimits,
+    touched: &mut Touched,
 ) -> Result<Written, StoreError> {
     let previous = devices
         .get(device.token.as_str())?
@@ -556,8 +761,11 @@ fn register(
         let previous = previous?;
         if previous.user != device.user {
             index.remove(previous.user.as_str(), device.token.as_str())?;
+            touched.user(&previous.user);
         }
     }
+    // Evictions below are this user's too.
+    touched.user(&device.user);
     devices.insert(device.token.as_str(), encode(device).as_bytes())?;
     index.insert(device.user.as_str(), device.token.as_str())?;
 
@@ -592,6 +800,7 @@ mod tests {
             queue_len: 64,
             max_batch: 16,
             max_devices_per_user: 3,
+            device_cache_users: 2,
         }
     }
 
@@ -751,6 +960,143 @@ mod tests {
                 "importing again changes nothing"
             );
         });
+        store.close();
+    }
+
+    fn tokens(devices: &[Device]) -> Vec<&str> {
+        let mut t: Vec<&str> = devices.iter().map(|d| d.token.as_str()).collect();
+        t.sort();
+        t
+    }
+
+    #[test]
+    fn cached_devices_follow_every_committed_write() {
+        let store = Store::open(&temp_path("cache"), limits()).unwrap();
+        async_io::block_on(async {
+            // "No devices" is cached too, and a registration replaces it.
+            assert!(store.devices_to_notify("alice").unwrap().is_empty());
+            store.register(device("a1", "x", "alice", 1)).await.unwrap();
+            assert_eq!(tokens(&store.devices_to_notify("alice").unwrap()), ["a1"]);
+            store.register(device("a2", "x", "alice", 2)).await.unwrap();
+            assert_eq!(
+                tokens(&store.devices_to_notify("alice").unwrap()),
+                ["a1", "a2"]
+            );
+            store.remove("a1", RemoveIf::Always).await.unwrap();
+            assert_eq!(tokens(&store.devices_to_notify("alice").unwrap()), ["a2"]);
+            // A token moving to bob leaves alice's cached list.
+            assert!(store.devices_to_notify("bob").unwrap().is_empty());
+            store.register(device("a2", "y", "bob", 3)).await.unwrap();
+            assert!(store.devices_to_notify("alice").unwrap().is_empty());
+            assert_eq!(tokens(&store.devices_to_notify("bob").unwrap()), ["a2"]);
+            store.remove_user("bob").await.unwrap();
+            assert!(store.devices_to_notify("bob").unwrap().is_empty());
+            store
+                .import(vec![device("c1", "z", "carol", 4)])
+                .await
+                .unwrap();
+            assert_eq!(tokens(&store.devices_to_notify("carol").unwrap()), ["c1"]);
+            store.sweep(5).await.unwrap();
+            assert!(store.devices_to_notify("carol").unwrap().is_empty());
+            // Past the cap of 3 the oldest goes, in the cache too.
+            for (i, t) in ["d1", "d2", "d3", "d4"].iter().enumerate() {
+                store
+                    .register(device(t, "w", "dave", 10 + i as u64))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    store.devices_to_notify("dave").unwrap().len(),
+                    (i + 1).min(3)
+                );
+            }
+            assert_eq!(
+                tokens(&store.devices_to_notify("dave").unwrap()),
+                ["d2", "d3", "d4"]
+            );
+        });
+        store.close();
+    }
+
+    fn missed(cache: &DeviceCache, user: &str) -> u64 {
+        match cache.get(user) {
+            Ok(_) => panic!("{user} is cached"),
+            Err(miss) => miss.seen_commits,
+        }
+    }
+
+    #[test]
+    fn a_read_that_raced_a_commit_is_not_cached() {
+        let cache = DeviceCache {
+            capacity: 2,
+            state: Mutex::default(),
+        };
+        let old: Arc<[Device]> = vec![device("aa", "x", "alice", 1)].into();
+        // Reader misses and starts reading; a commit for alice lands before
+        // the reader comes back with what it read.
+        let seen = missed(&cache, "alice");
+        cache.invalidate(&Touched::Users(vec!["alice".into()]), None);
+        cache.fill("alice", seen, &old);
+        assert!(cache.get("alice").is_err(), "stale read was cached");
+        // A read begun after the commit is cached; capacity holds.
+        let seen = missed(&cache, "alice");
+        cache.fill("alice", seen, &old);
+        assert_eq!(cache.get("alice").map(|d| d.len()).ok(), Some(1));
+        for user in ["bob", "carol", "dave"] {
+            let seen = missed(&cache, user);
+            cache.fill(user, seen, &old);
+        }
+        assert_eq!(cache.state().by_user.len(), 2);
+        cache.invalidate(&Touched::All, None);
+        assert!(cache.state().by_user.is_empty());
+    }
+
+    #[test]
+    fn cache_filled_during_a_commit_is_never_stale() {
+        // A reader races the writer; after each write returns, the cache
+        // must already show it, whatever the reader filled meanwhile.
+        let store = Store::open(
+            &temp_path("cache-race"),
+            StoreLimits {
+                max_devices_per_user: 64,
+                ..limits()
+            },
+        )
+        .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let store = store.clone();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for user in ["alice", "bob", "carol"] {
+                        store.devices_to_notify(user).unwrap();
+                        reads += 1;
+                    }
+                }
+                reads
+            })
+        };
+        async_io::block_on(async {
+            for i in 0..40u64 {
+                let token = format!("{i:02x}");
+                let user = ["alice", "bob", "carol"][i as usize % 3];
+                store.register(device(&token, "x", user, i)).await.unwrap();
+                assert!(
+                    tokens(&store.devices_to_notify(user).unwrap()).contains(&token.as_str()),
+                    "registration {i} not visible"
+                );
+                if i % 2 == 1 {
+                    store.remove(&token, RemoveIf::Always).await.unwrap();
+                    assert!(
+                        !tokens(&store.devices_to_notify(user).unwrap()).contains(&token.as_str()),
+                        "removal {i} not visible"
+                    );
+                }
+            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
         store.close();
     }
 

@@ -390,12 +390,7 @@ fn stale_registrations_are_swept() {
     // Age bob's registration by 40 days through the store's own API, then
     // start the daemon (it sweeps at start) with a 30-day expiry.
     {
-        let limits = xapsd::store::StoreLimits {
-            cache_bytes: 1 << 20,
-            queue_len: 16,
-            max_batch: 16,
-            max_devices_per_user: 16,
-        };
+        let limits = xapsd::store::StoreLimits::one_shot(16, 16);
         let store = xapsd::store::Store::open(&daemon.db_path(), limits).unwrap();
         let mut bob = store.devices_for_user("bob").unwrap().pop().unwrap();
         bob.registered_at = unix_now() - 40 * 86_400;

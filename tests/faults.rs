@@ -166,12 +166,7 @@ fn kill_9_in_a_burst_of_10000_registrations_keeps_every_one_that_got_200() {
 
     let store = xapsd::store::Store::open(
         &daemon.db_path(),
-        xapsd::store::StoreLimits {
-            cache_bytes: 1 << 20,
-            queue_len: 16,
-            max_batch: 16,
-            max_devices_per_user: 64,
-        },
+        xapsd::store::StoreLimits::one_shot(64, 16),
     )
     .unwrap();
     let stored: HashSet<String> = store
