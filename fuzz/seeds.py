@@ -236,6 +236,9 @@ def main():
         go_conf.word(k + ": ")
     go_conf.word("---\n", "#", "  ", '"', "'")
 
+    # PLACE FOR THE APPLE-ID PLIST SEEDS (issue #3): an `apple_id_plist`
+    # Target fed the mock certificate service's answers; see fuzz/Cargo.toml.
+
     for t in (http, body, legacy, config, go_db, go_conf):
         t.write_dict()
         print(f"{t.name}: {len(list(t.dir.iterdir()))} seeds, {len(t.words)} dictionary words")
