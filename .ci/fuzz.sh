@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-25}
 started=$(date +%s)
 
+# libfuzzer-sys compiles libFuzzer, which is C++.
+if ! command -v c++ > /dev/null 2>&1; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++
+fi
 if ! rustup run nightly rustc --version > /dev/null 2>&1; then
 	rustup toolchain install nightly --profile minimal
 fi
