@@ -86,6 +86,18 @@ def quoted_after(text, pattern):
     return re.findall(pattern, text, re.M)
 
 
+def default_limit(field, fallback):
+    """A size from `Limits::default()` in src/limits.rs (a product of
+    integers); `fallback` only sizes the seed if the field moves."""
+    m = re.search(rf"\b{field}: ([\d\s*]+),", source("src/limits.rs"))
+    if not m:
+        return fallback
+    product = 1
+    for factor in m.group(1).split("*"):
+        product *= int(factor)
+    return product
+
+
 def uci_options():
     """(option, value, active) from the OpenWrt config, commented examples too."""
     out = []
@@ -152,6 +164,10 @@ def main():
         lines_out.append(b"Content-Length: %d" % len(payload))
         name = route.split(b" ")[1].strip(b"/").replace(b"/", b"-").decode()
         http.seed(f"route-{name}", b"\r\n".join(lines_out) + b"\r\n\r\n" + payload)
+    # Just over the head bound (431), so libFuzzer's length limit covers it.
+    big_head = split_request(requests[0][1])[0][:-2]
+    head_bound = default_limit("max_request_head", 8192)
+    http.seed("over-head-bound", big_head + b"X-Padding: " + b"p" * head_bound + b"\r\n\r\n")
     for h in heads:
         for line in h.split(b"\r\n")[1:]:
             if b":" in line:
@@ -163,6 +179,11 @@ def main():
     # JSON bodies, and the field names json.rs reads.
     for name, data in bodies:
         body.seed(name.rsplit(".", 1)[0], data)
+    # A registration with one mailbox more than a device may have.
+    reg_name, reg_body = next((n, b) for n, b in bodies if b'"Mailboxes"' in b)
+    many = json.loads(reg_body)
+    many["Mailboxes"] = [f"Folder {i}" for i in range(default_limit("max_mailboxes_per_device", 256) + 1)]
+    body.seed("over-mailbox-bound", json.dumps(many))
     fields = quoted_after(source("src/plugin/json.rs"), r'take_strings?\(&mut o, "(\w+)"\)')
     for f in fields:
         body.word(f'"{f}"', f'"{f}":')
@@ -172,6 +193,11 @@ def main():
     # Legacy lines, and the field names legacy.rs knows.
     for name, data in lines:
         legacy.seed(name.rsplit(".", 1)[0], data)
+    # A captured line padded with an unknown field to the line bound.
+    line_bound = default_limit("max_legacy_line", 16384)
+    first = lines[0][1].rstrip(b"\r\n")
+    pad = line_bound - len(first) - len(b'\tx-padding=""\r\n')
+    legacy.seed("at-line-bound", first + b'\tx-padding="' + b"p" * max(pad, 0) + b'"\r\n')
     for f in set(quoted_after(source("src/plugin/legacy.rs"), r'"([a-z]+(?:-[a-z]+)+)"')):
         legacy.word(f + '="', f + "=(")
     legacy.word("events=(", "REGISTER ", "NOTIFY ", "\t", '","', '")', "\\\"", "\r\n")
