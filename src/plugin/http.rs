@@ -536,6 +536,72 @@ fn parse_head(buf: &[u8], max_headers: usize) -> Result<Option<Head>, Reply> {
     Ok(Some(head))
 }
 
+/// What the front end makes of the bytes at the start of a connection's
+/// buffer, before routing: the same calls as [`HttpFrontEnd`]'s connection
+/// loop, without the socket. Public so the fuzz targets in `fuzz/` can drive
+/// the real head parser and credential check.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No complete request yet, and the head is still within its bound.
+    Incomplete,
+    /// Answered with this status, then the connection is closed.
+    Refused(u16),
+    /// One whole request.
+    Request(FramedRequest),
+}
+
+/// A complete request as [`frame`] found it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FramedRequest {
+    pub method: String,
+    /// The request target without its query.
+    pub path: String,
+    /// Bytes of the head; the body follows.
+    pub head_len: usize,
+    pub body_len: usize,
+    pub keep_alive: bool,
+    /// How `auth` judged the `Authorization` header, when `auth` was given.
+    pub verdict: Option<Verdict>,
+}
+
+/// Frames the request at the start of `buf` (see [`Framing`]); with `auth`,
+/// checks its credentials as a non-loopback peer's would be.
+pub fn frame(buf: &[u8], limits: &Limits, auth: Option<&PluginAuth>) -> Framing {
+    let refused = |reply: Reply| {
+        let _ = reply.encode(true);
+        Framing::Refused(reply.code)
+    };
+    // The connection never buffers more than this while it looks for a head.
+    let window = &buf[..buf.len().min(limits.max_request_head)];
+    let head = match parse_head(window, limits.max_request_headers) {
+        Ok(Some(head)) => head,
+        Ok(None) if window.len() >= limits.max_request_head => {
+            return refused(Reply::error(431, "request head too large"))
+        }
+        Ok(None) => return Framing::Incomplete,
+        Err(reply) => return refused(reply),
+    };
+    let body_len = match head.body_length(limits.max_request_body) {
+        Ok(n) => n,
+        Err(reply) => return refused(reply),
+    };
+    if buf.len() < head.len + body_len {
+        return Framing::Incomplete;
+    }
+    let path = head.path.split('?').next().unwrap_or_default();
+    let verdict = auth
+        .filter(|_| !auth::open_path(path, false))
+        .map(|auth| auth.verify(head.authorization.as_deref()));
+    Framing::Request(FramedRequest {
+        method: head.method.clone(),
+        path: path.to_owned(),
+        head_len: head.len,
+        body_len,
+        keep_alive: head.keep_alive,
+        verdict,
+    })
+}
+
 const PLAIN: &str = "text/plain; charset=utf-8";
 
 /// An answer to the plugin. `reason` is set for errors and is logged.
@@ -736,6 +802,38 @@ mod tests {
         assert!(a.room(8192).is_none(), "4 KiB would still be over 3 KiB");
         drop(a);
         assert_eq!(pool.used(), 0);
+    }
+
+    #[test]
+    fn frames_a_captured_request_like_the_connection_loop() {
+        let raw =
+            include_bytes!("../../tests/fixtures/dovecot-xaps-plugin/basic-auth/01-register.http");
+        let limits = Limits::default();
+        let auth = PluginAuth::load(&auth::AuthSetting::parse("xapsd:s3cret").unwrap()).unwrap();
+        let Framing::Request(request) = frame(raw, &limits, Some(&auth)) else {
+            panic!("not framed");
+        };
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/register")
+        );
+        assert_eq!(request.head_len + request.body_len, raw.len());
+        assert_eq!(request.verdict, Some(Verdict::Accepted));
+        assert!(request.keep_alive);
+        let Framing::Request(request) = frame(raw, &limits, None) else {
+            panic!("not framed");
+        };
+        assert_eq!(request.verdict, None);
+        assert_eq!(
+            frame(&raw[..raw.len() - 1], &limits, None),
+            Framing::Incomplete
+        );
+        let endless = vec![b'A'; limits.max_request_head];
+        assert_eq!(frame(&endless, &limits, None), Framing::Refused(431));
+        assert_eq!(
+            frame(b"\x01 / HTTP/1.1\r\n\r\n", &limits, None),
+            Framing::Refused(400)
+        );
     }
 
     #[test]
