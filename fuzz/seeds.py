@@ -16,6 +16,7 @@ import base64
 import email.utils
 import hashlib
 import json
+import plistlib
 import re
 import shutil
 import sys
@@ -136,6 +137,7 @@ def main():
         shutil.rmtree(OUT)
     http, body, legacy = Target("http_request"), Target("json_body"), Target("legacy_line")
     config, go_db, go_conf = Target("config_file"), Target("go_database"), Target("go_config")
+    plist = Target("apple_id_plist")
 
     requests = [(n, d) for k, n, d in captures(capture_dirs) if k == "http"]
     lines = [(n, d) for k, n, d in captures(capture_dirs) if k == "line"]
@@ -262,10 +264,34 @@ def main():
         go_conf.word(k + ": ")
     go_conf.word("---\n", "#", "  ", '"', "'")
 
-    # PLACE FOR THE APPLE-ID PLIST SEEDS (issue #3): an `apple_id_plist`
-    # Target fed the mock certificate service's answers; see fuzz/Cargo.toml.
+    # Apple-ID service answers, in the shape protocols.md gives: five issued
+    # certificates (the committed test certificate stands in for each), as
+    # PEM strings and as data, and the refusals Apple is known to send.
+    cert_pem = (ROOT / "tests" / "fixtures" / "keys" / "rsa-selfsigned.crt.pem").read_text()
+    services = ["Service_Calendar", "Service_Contact", "Service_Mail", "Service_Mgmt", "Service_Alerts"]
+    header = {"ClientApplicationName": "XServer", "TransactionId": "1", "Version": "1"}
 
-    for t in (http, body, legacy, config, go_db, go_conf):
+    def answer(code, message="", certs=None):
+        response = {"Status": {"ErrorCode": code, "ErrorMessage": message, "ErrorDescription": message}}
+        if certs is not None:
+            response["Certificates"] = certs
+        return plistlib.dumps({"Header": header, "Response": response}, fmt=plistlib.FMT_XML)
+
+    issued = [{"Certificate": cert_pem, "CertRequestNo": n, "ServiceType": s,
+               "Description": f"xapsd - apns:com.apple.{s}"} for n, s in enumerate(services)]
+    plist.seed("issued", answer(0, certs=issued))
+    plist.seed("issued-data", answer(0, certs=[dict(c, Certificate=c["Certificate"].encode()) for c in issued]))
+    plist.seed("retired", answer(-80010, "ServiceType is Invalid"))
+    plist.seed("two-factor", answer(-20358, "Invalid Session"))
+    plist.seed("no-certificates", answer(0))
+    plist.word("<dict>", "</dict>", "<key>", "</key>", "<string>", "</string>", "<data>", "</data>",
+               "<array>", "</array>", "<integer>", "</integer>", "<true/>", "<false/>", "<plist version=\"1.0\">",
+               "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----")
+    for key in ("Header", "Response", "Status", "ErrorCode", "ErrorMessage", "ErrorDescription",
+                "Certificates", "Certificate", "CertRequestNo", "ServiceType", "Description"):
+        plist.word(key)
+
+    for t in (http, body, legacy, config, go_db, go_conf, plist):
         t.write_dict()
         print(f"{t.name}: {len(list(t.dir.iterdir()))} seeds, {len(t.words)} dictionary words")
 
