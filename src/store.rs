@@ -332,8 +332,9 @@ impl DeviceCache {
         state.by_user.insert(user.to_owned(), Arc::clone(devices));
     }
 
-    /// Called by the writer after a commit (or a failed one), before
-    /// replying, with the tables as of that commit.
+    /// Called by the writer after a commit, before replying, with the
+    /// tables as of that commit; and after a reopen, with those of the
+    /// reopened file (or none if it would not open).
     fn invalidate(&self, touched: &Touched, snapshot: Option<Snapshot>) {
         let snapshot = snapshot.map(Arc::new);
         let mut state = self.state();
