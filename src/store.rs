@@ -1326,6 +1326,16 @@ mod tests {
     }
 
     #[test]
+    fn reopens_back_off_doubling_up_to_the_bound() {
+        assert_eq!(reopen_backoff(0), STORE_REOPEN_BACKOFF_MIN);
+        assert_eq!(reopen_backoff(1), STORE_REOPEN_BACKOFF_MIN * 2);
+        assert_eq!(reopen_backoff(3), STORE_REOPEN_BACKOFF_MIN * 8);
+        assert_eq!(reopen_backoff(u32::MAX), STORE_REOPEN_BACKOFF_MAX);
+        assert!(needs_reopen(&StoreError::Db(redb::Error::PreviousIo)));
+        assert!(!needs_reopen(&StoreError::BadRecord { token_len: 2 }));
+    }
+
+    #[test]
     fn inbox_matches_without_case() {
         let mut d = device("aa", "a", "alice", 1);
         d.mailboxes = vec!["Inbox".into(), "Sent Messages".into()];
