@@ -324,6 +324,13 @@ pub const MAX_APPLE_CERT_ANSWER: usize = 256 * 1024;
 /// The certificate renewal task looks again at least this often, so a wall
 /// clock that jumps (routers without an RTC) is noticed.
 pub const APPLE_CERT_RECHECK: Duration = Duration::from_secs(6 * 3600);
+/// After a write error that leaves redb's handle unusable (disk full, EFBIG),
+/// the store reopens its file no sooner than this, doubling per failed try
+/// up to the max: an admin who frees space waits at most the max, and a
+/// disk that stays full costs one reopen (and repair) per max, not a loop.
+pub const STORE_REOPEN_BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const STORE_REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 /// Test hook, not a config key: `XAPSD_TEST_TIMEOUTS` holds
 /// `name=milliseconds` pairs, comma-separated, that replace timeouts so the
 /// integration tests (slowloris, APNs stalls, expiry) need not wait minutes.

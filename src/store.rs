@@ -17,6 +17,14 @@
 //! since it looked. So a device registered or removed with a 200 is never
 //! served stale. Holding the latest snapshot keeps at most one older
 //! version of the changed pages from being reused.
+//!
+//! Once a write hits an I/O error (disk full, file size limit), redb latches
+//! it and refuses every later write on that handle, so a daemon would answer
+//! 503 until restarted even after space is back. The writer then closes and
+//! reopens the file, no more often than a doubling backoff allows. Until the
+//! reopen, readers keep the snapshot and cached lists of the last good
+//! commit (the failed one changed nothing they can see); a reopen waits for
+//! the reads in flight, and a miss during the reopen waits for it.
 
 //! Layout (schema version 1):
 //! - `meta`: `schema_version` -> 1
@@ -31,15 +39,18 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use miniserde::{Deserialize, Serialize};
 use redb::{
     Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable,
     ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
+
+use crate::limits::{STORE_REOPEN_BACKOFF_MAX, STORE_REOPEN_BACKOFF_MIN};
 
 /// The schema this build writes. Older stores are migrated on open.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -109,6 +120,9 @@ pub enum StoreError {
     Busy,
     /// The writer thread has stopped (shutdown, or it died).
     Closed,
+    /// The file is closed: reopening it after a write error failed, and the
+    /// writer tries again later.
+    NotOpen,
 }
 
 impl fmt::Display for StoreError {
@@ -128,6 +142,9 @@ impl fmt::Display for StoreError {
             ),
             StoreError::Busy => f.write_str("store write queue is full"),
             StoreError::Closed => f.write_str("store is closed"),
+            StoreError::NotOpen => {
+                f.write_str("store file is not open: reopening it after a write error failed")
+            }
         }
     }
 }
@@ -315,8 +332,9 @@ impl DeviceCache {
         state.by_user.insert(user.to_owned(), Arc::clone(devices));
     }
 
-    /// Called by the writer after a commit (or a failed one), before
-    /// replying, with the tables as of that commit.
+    /// Called by the writer after a commit, before replying, with the
+    /// tables as of that commit; and after a reopen, with those of the
+    /// reopened file (or none if it would not open).
     fn invalidate(&self, touched: &Touched, snapshot: Option<Snapshot>) {
         let snapshot = snapshot.map(Arc::new);
         let mut state = self.state();
@@ -334,10 +352,38 @@ impl DeviceCache {
     }
 }
 
+/// The open file; the writer swaps in a new handle when it reopens it, and
+/// it is `None` only while a reopen has failed.
+type DbSlot = RwLock<Option<Database>>;
+
+fn read_slot(slot: &DbSlot) -> RwLockReadGuard<'_, Option<Database>> {
+    // Nothing panics while holding it (panic=abort); in tests, carry on.
+    slot.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_slot(slot: &DbSlot) -> RwLockWriteGuard<'_, Option<Database>> {
+    slot.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens (or creates) the redb file, repairing it if it was not closed cleanly.
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    // After a crash redb checks and repairs the file on open; say so once,
+    // since it can take a while on a slow SD card.
+    let repairing = std::sync::atomic::AtomicBool::new(false);
+    Ok(redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .set_repair_callback(move |_| {
+            if !repairing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!("store was not closed cleanly: checking and repairing it");
+            }
+        })
+        .create(path)?)
+}
+
 /// Handle to the open store. Cloning shares it.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     ops: async_channel::Sender<(Op, Reply)>,
     writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
     cache: Arc<DeviceCache>,
@@ -362,21 +408,9 @@ impl Store {
             .mode(0o600)
             .open(path)
             .map_err(StoreError::Io)?;
-        // After a crash redb checks and repairs the file on open; say so once,
-        // since it can take a while on a slow SD card.
-        let repairing = std::sync::atomic::AtomicBool::new(false);
-        let db = redb::Builder::new()
-            .set_cache_size(limits.cache_bytes)
-            .set_repair_callback(move |_| {
-                if !repairing.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    log::warn!("store was not closed cleanly: checking and repairing it");
-                }
-            })
-            .create(path)?;
+        let db = open_db(path, limits.cache_bytes)?;
         init_schema(&db)?;
-        let db = Arc::new(db);
         let (ops, rx) = async_channel::bounded(limits.queue_len.max(1));
-        let writer_db = Arc::clone(&db);
         let cache = Arc::new(DeviceCache {
             capacity: limits.device_cache_users,
             state: Mutex::new(CacheState {
@@ -384,10 +418,17 @@ impl Store {
                 ..CacheState::default()
             }),
         });
-        let writer_cache = Arc::clone(&cache);
+        let db = Arc::new(RwLock::new(Some(db)));
+        let mut writer = Writer {
+            path: path.to_owned(),
+            slot: Arc::clone(&db),
+            cache: Arc::clone(&cache),
+            limits,
+            failing: None,
+        };
         let writer = std::thread::Builder::new()
             .name("xapsd-store".into())
-            .spawn(move || writer_loop(&writer_db, &rx, limits, &writer_cache))
+            .spawn(move || writer.run(&rx))
             .map_err(StoreError::Io)?;
         Ok(Store {
             db,
@@ -439,7 +480,8 @@ impl Store {
 
     /// Every stored certificate, ordered by name.
     pub fn certs(&self) -> Result<Vec<StoredCert>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let slot = self.slot();
+        let txn = open(&slot)?.begin_read()?;
         let table = txn.open_table(APPLE_CERTS)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -465,7 +507,8 @@ impl Store {
 
     /// A named number set with [`Store::set_meta`].
     pub fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let slot = self.slot();
+        let txn = open(&slot)?.begin_read()?;
         let table = txn.open_table(APPLE_META)?;
         Ok(table.get(name)?.map(|v| v.value()))
     }
@@ -482,29 +525,35 @@ impl Store {
     /// The devices registered for `user` (already lower-cased by the
     /// caller), from the cache when it has them: the notify path.
     pub fn devices_to_notify(&self, user: &str) -> Result<Arc<[Device]>, StoreError> {
-        match self.cache.get(user) {
-            Ok(devices) => Ok(devices),
-            Err(miss) => {
-                let devices: Arc<[Device]> = match &miss.snapshot {
-                    Some(snapshot) => snapshot.devices_of(user)?,
-                    None => self.devices_for_user(user)?,
-                }
-                .into();
-                self.cache.fill(user, miss.seen_commits, &devices);
-                Ok(devices)
-            }
+        if let Ok(devices) = self.cache.get(user) {
+            return Ok(devices);
         }
+        // A miss reads the file: hold the handle so that a reopen waits for
+        // this read, and this read for a reopen, rather than read a closed one.
+        let slot = self.slot();
+        let miss = match self.cache.get(user) {
+            Ok(devices) => return Ok(devices),
+            Err(miss) => miss,
+        };
+        let devices: Arc<[Device]> = match &miss.snapshot {
+            Some(snapshot) => snapshot.devices_of(user)?,
+            None => Snapshot::open(open(&slot)?)?.devices_of(user)?,
+        }
+        .into();
+        self.cache.fill(user, miss.seen_commits, &devices);
+        Ok(devices)
     }
 
     /// The devices registered for `user` (already lower-cased by the
     /// caller), read from the file.
     pub fn devices_for_user(&self, user: &str) -> Result<Vec<Device>, StoreError> {
-        Snapshot::open(&self.db)?.devices_of(user)
+        Snapshot::open(open(&self.slot())?)?.devices_of(user)
     }
 
     /// Every device, for admin listings.
     pub fn all_devices(&self) -> Result<Vec<Device>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let slot = self.slot();
+        let txn = open(&slot)?.begin_read()?;
         let devices = txn.open_table(DEVICES)?;
         let mut out = Vec::new();
         for entry in devices.iter()? {
@@ -516,8 +565,13 @@ impl Store {
 
     /// Number of registered devices.
     pub fn device_count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let slot = self.slot();
+        let txn = open(&slot)?.begin_read()?;
         Ok(txn.open_table(DEVICES)?.len()?)
+    }
+
+    fn slot(&self) -> RwLockReadGuard<'_, Option<Database>> {
+        read_slot(&self.db)
     }
 
     /// Stops the writer after it has finished what is queued. Later writes
@@ -530,6 +584,11 @@ impl Store {
             let _ = writer.join();
         }
     }
+}
+
+/// The handle in the slot, or why there is none.
+fn open(slot: &Option<Database>) -> Result<&Database, StoreError> {
+    slot.as_ref().ok_or(StoreError::NotOpen)
 }
 
 fn init_schema(db: &Database) -> Result<(), StoreError> {
@@ -578,52 +637,191 @@ fn encode(d: &Device) -> String {
     })
 }
 
-fn writer_loop(
-    db: &Database,
-    rx: &async_channel::Receiver<(Op, Reply)>,
+/// Whether redb latched the error: the handle refuses every later write
+/// ([`redb::StorageError::PreviousIo`] after an I/O error) until the file is
+/// closed and opened again.
+fn needs_reopen(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Db(redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed)
+    )
+}
+
+/// Reopen delay after `reopens` reopens in one episode of failing writes.
+fn reopen_backoff(reopens: u32) -> Duration {
+    STORE_REOPEN_BACKOFF_MIN
+        .saturating_mul(1 << reopens.min(16))
+        .min(STORE_REOPEN_BACKOFF_MAX)
+}
+
+/// An episode of failing writes: from a write error that spent the handle
+/// until a commit succeeds again.
+struct Failing {
+    /// What the last failure said; writes refused meanwhile are told it.
+    reason: String,
+    /// The handle is spent and is reopened at this time (writes before it
+    /// are refused without touching the file).
+    reopen_at: Option<Instant>,
+    /// Reopens tried in this episode, for the backoff.
+    reopens: u32,
+}
+
+/// The writer thread: group commits, and reopening the file when redb
+/// gives up on its handle.
+struct Writer {
+    path: PathBuf,
+    slot: Arc<DbSlot>,
+    cache: Arc<DeviceCache>,
     limits: StoreLimits,
-    cache: &DeviceCache,
-) {
-    let mut batch = Vec::with_capacity(limits.max_batch);
-    while let Ok(first) = rx.recv_blocking() {
-        batch.push(first);
-        while batch.len() < limits.max_batch {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+    failing: Option<Failing>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &async_channel::Receiver<(Op, Reply)>) {
+        let mut batch = Vec::with_capacity(self.limits.max_batch);
+        loop {
+            let reopen_at = self.failing.as_ref().and_then(|f| f.reopen_at);
+            let first = match reopen_at {
+                None => rx.recv_blocking().ok(),
+                // Reopen on time even if no write comes, so readers get the
+                // file back; a write that comes first waits no longer either.
+                Some(at) => match async_io::block_on(futures_lite::future::or(
+                    async { Some(rx.recv().await.ok()) },
+                    async {
+                        async_io::Timer::at(at).await;
+                        None
+                    },
+                )) {
+                    Some(op) => op,
+                    None => {
+                        self.reopen();
+                        continue;
+                    }
+                },
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < self.limits.max_batch {
+                match rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            if reopen_at.is_some_and(|at| Instant::now() >= at) {
+                self.reopen();
+            }
+            match self.failing.as_ref().filter(|f| f.reopen_at.is_some()) {
+                // Spent handle, reopen not due yet: the write cannot land.
+                Some(failing) => refuse(&mut batch, &failing.reason),
+                None => self.commit(&mut batch),
             }
         }
-        let mut touched = Touched::Users(Vec::new());
-        let outcome = apply_batch(db, &batch, limits, &mut touched);
-        if outcome.is_err() {
-            // Whatever the failure left behind, read it from the file again.
-            touched = Touched::All;
-        }
-        // Before anyone hears back: after a 200, no reader sees the old devices.
-        let snapshot = match Snapshot::open(db) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log::warn!("store: cannot open the new state for readers: {e}");
-                None
-            }
+    }
+
+    fn commit(&mut self, batch: &mut Vec<(Op, Reply)>) {
+        let slot = read_slot(&self.slot);
+        let Ok(db) = open(&slot) else {
+            drop(slot);
+            return refuse(batch, &StoreError::NotOpen.to_string());
         };
-        cache.invalidate(&touched, snapshot);
-        match outcome {
+        let mut touched = Touched::Users(Vec::new());
+        match apply_batch(db, batch, self.limits, &mut touched) {
             Ok(results) => {
+                // Before anyone hears back: after a 200, no reader sees the old devices.
+                let snapshot = match Snapshot::open(db) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        log::warn!("store: cannot open the new state for readers: {e}");
+                        None
+                    }
+                };
+                self.cache.invalidate(&touched, snapshot);
+                drop(slot);
+                if self.failing.take().is_some() {
+                    log::info!("store writes work again");
+                }
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.try_send(Ok(result));
                 }
             }
             Err(e) => {
-                // Nothing of the batch was committed; every caller hears why.
+                drop(slot);
+                // Nothing of the batch was committed and the handle still
+                // shows the last commit, so the snapshot and the cached lists
+                // stay: notifies go on as before.
                 let reason = e.to_string();
-                log::error!("store commit failed: {reason}");
-                for (_, reply) in batch.drain(..) {
-                    let _ =
-                        reply.try_send(Err(StoreError::Io(std::io::Error::other(reason.clone()))));
+                if needs_reopen(&e) {
+                    let now = Instant::now();
+                    match &mut self.failing {
+                        None => {
+                            log::warn!("store writes failing: {reason}; retrying");
+                            self.failing = Some(Failing {
+                                reason: reason.clone(),
+                                reopen_at: Some(now + reopen_backoff(0)),
+                                reopens: 0,
+                            });
+                        }
+                        Some(failing) => {
+                            log::debug!("store writes still failing: {reason}");
+                            failing.reason.clone_from(&reason);
+                            failing.reopen_at = Some(now + reopen_backoff(failing.reopens));
+                        }
+                    }
+                } else {
+                    log::error!("store commit failed: {reason}");
                 }
+                refuse(batch, &reason);
             }
         }
+    }
+
+    /// Closes the spent handle and opens the file again. Readers wait for
+    /// the swap only if they miss the cache; a failed open leaves no handle
+    /// and is tried again after the backoff.
+    fn reopen(&mut self) {
+        let Some(failing) = self.failing.as_mut() else {
+            return;
+        };
+        failing.reopens = failing.reopens.saturating_add(1);
+        let mut slot = write_slot(&self.slot);
+        if let Some(spent) = slot.take() {
+            // Closing reports the latched error again; it is why we are here.
+            if let Err(e) = spent.close() {
+                log::debug!("store: closing the failed handle: {e}");
+            }
+        }
+        match open_db(&self.path, self.limits.cache_bytes) {
+            Ok(db) => {
+                let snapshot = Snapshot::open(&db)
+                    .map_err(|e| {
+                        log::warn!("store: cannot open the reopened state for readers: {e}")
+                    })
+                    .ok();
+                *slot = Some(db);
+                // A commit whose fsync failed may have reached the file after
+                // all: every cached list is read anew.
+                self.cache.invalidate(&Touched::All, snapshot);
+                failing.reopen_at = None;
+                log::debug!("store file reopened");
+            }
+            Err(e) => {
+                // The old snapshot cannot read a closed file; cached lists
+                // are still those of the last commit and stay.
+                self.cache.invalidate(&Touched::Users(Vec::new()), None);
+                let wait = reopen_backoff(failing.reopens);
+                failing.reopen_at = Some(Instant::now() + wait);
+                log::debug!("store reopen failed: {e}; next try in {wait:?}");
+            }
+        }
+    }
+}
+
+/// Answers every write of the batch with why it was not stored.
+fn refuse(batch: &mut Vec<(Op, Reply)>, reason: &str) {
+    for (_, reply) in batch.drain(..) {
+        let _ = reply.try_send(Err(StoreError::Io(std::io::Error::other(
+            reason.to_owned(),
+        ))));
     }
 }
 
@@ -1125,6 +1323,16 @@ mod tests {
         async_io::block_on(store.put_certs(vec![cert("c", 5)])).unwrap();
         assert_eq!(store.certs().unwrap(), vec![cert("c", 5)]);
         store.close();
+    }
+
+    #[test]
+    fn reopens_back_off_doubling_up_to_the_bound() {
+        assert_eq!(reopen_backoff(0), STORE_REOPEN_BACKOFF_MIN);
+        assert_eq!(reopen_backoff(1), STORE_REOPEN_BACKOFF_MIN * 2);
+        assert_eq!(reopen_backoff(3), STORE_REOPEN_BACKOFF_MIN * 8);
+        assert_eq!(reopen_backoff(u32::MAX), STORE_REOPEN_BACKOFF_MAX);
+        assert!(needs_reopen(&StoreError::Db(redb::Error::PreviousIo)));
+        assert!(!needs_reopen(&StoreError::BadRecord { token_len: 2 }));
     }
 
     #[test]

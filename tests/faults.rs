@@ -357,9 +357,9 @@ fn a_stalled_apns_times_out_reconnects_and_the_queue_keeps_its_bound() {
 }
 
 #[test]
-fn a_store_that_cannot_grow_answers_503_and_notifies_keep_working() {
+fn a_store_that_cannot_grow_answers_503_keeps_notifying_and_recovers_when_it_can() {
     let apple = Apple::new();
-    let daemon = apple.daemon(1);
+    let mut daemon = apple.daemon(1);
     register_range(&daemon, 0..20, None, 1);
 
     // RLIMIT_FSIZE at the store's current size: redb can rewrite its pages
@@ -392,7 +392,7 @@ fn a_store_that_cannot_grow_answers_503_and_notifies_keep_working() {
     );
     assert_eq!(r.status, 503);
     assert!(r.body_str().contains("store"), "a reason: {}", r.body_str());
-    daemon.wait_log("store commit failed", TIMEOUT);
+    daemon.wait_log("store writes failing", TIMEOUT);
 
     // Registered devices still get their pushes.
     for i in [0, 7, 19] {
@@ -410,6 +410,117 @@ fn a_store_that_cannot_grow_answers_503_and_notifies_keep_working() {
     });
     assert_eq!(got.len(), 3);
     assert!(daemon_alive(&daemon));
+
+    // The writer reopens the file while it still cannot grow: whatever a
+    // repaired file still has room for is taken, then writes fail again,
+    // in the same episode. Notifies are answered meanwhile.
+    daemon.wait_log("store: closing the failed handle", TIMEOUT);
+    let r = plugin
+        .post("/notify", &notify_json("u5", "MessageNew"))
+        .unwrap();
+    assert_eq!(r.status, 200, "notify during the reopen: {}", r.body_str());
+    let mut taken_after_reopen = 0;
+    loop {
+        let i = 40_000 + taken_after_reopen;
+        let r = plugin
+            .post("/register", &register_json(i, &format!("u{i}")))
+            .unwrap();
+        if r.status != 200 {
+            assert_eq!(r.status, 503, "{}", r.body_str());
+            break;
+        }
+        taken_after_reopen += 1;
+        assert!(taken_after_reopen < 20_000, "the limit is gone");
+    }
+
+    // The admin frees space: the same daemon takes registrations again
+    // once its writer has reopened the file, and notifies for every stored
+    // device (cached or not) are answered all along.
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--fsize=unlimited:"])
+        .status()
+        .expect("run prlimit(1)");
+    assert!(status.success());
+    let back = 30_000;
+    let deadline = Instant::now() + TIMEOUT;
+    let mut refusals = 0;
+    for round in 0.. {
+        let user = format!("u{}", round % 20);
+        let r = plugin
+            .post("/notify", &notify_json(&user, "MessageNew"))
+            .unwrap();
+        assert_eq!(r.status, 200, "notify {user}: {}", r.body_str());
+        let r = plugin
+            .post("/register", &register_json(back, "back"))
+            .unwrap();
+        if r.status == 200 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.body_str());
+        refusals += 1;
+        assert!(
+            Instant::now() < deadline,
+            "registrations never came back; log:\n{}",
+            daemon.log_text()
+        );
+        // Polling the writer's reopen: there is no event to wait on from here.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.wait_log("store writes work again", TIMEOUT);
+    let episodes = daemon
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("store writes failing"))
+        .count();
+    eprintln!(
+        "{taken_after_reopen} taken by the file reopened under the limit; \
+         registrations back after {refusals} more 503s; {episodes} warning(s)"
+    );
+    assert_eq!(episodes, 1, "one warning per episode");
+    // The new device and devices never notified before (not cached) are
+    // read from the reopened file.
+    for user in ["back", "u3", "u11"] {
+        let r = plugin
+            .post("/notify", &notify_json(user, "MessageNew"))
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    apple
+        .mock
+        .wait_until(TIMEOUT, "pushes after the reopen", |st| {
+            let d = delivered(st.requests);
+            [back, 3, 11]
+                .iter()
+                .all(|i| d.contains_key(&token(*i)))
+                .then_some(())
+        });
+    let r = plugin
+        .post("/register", &register_json(back + 1, "back"))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    drop(plugin);
+
+    // Durable: a crash right after, and every 200 is still there.
+    daemon.restart();
+    let line = daemon.wait_log("store open:", TIMEOUT);
+    let stored = 20 + (i - 20) + taken_after_reopen + 2;
+    assert!(
+        line.contains(&format!("store open: {stored} device(s)")),
+        "{line}"
+    );
+    let before = delivered(&apple.mock.requests()).get(&token(back)).copied();
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    let r = plugin
+        .post("/notify", &notify_json("back", "MessageNew"))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    apple
+        .mock
+        .wait_until(TIMEOUT, "pushes after the restart", |st| {
+            let d = delivered(st.requests);
+            (d.get(&token(back)) > before.as_ref() && d.contains_key(&token(back + 1)))
+                .then_some(())
+        });
 }
 
 #[test]
