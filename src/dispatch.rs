@@ -25,6 +25,7 @@ use crate::apns::client::NotReady;
 use crate::apns::{ApnsClient, Outcome, Push};
 use crate::clock::within;
 use crate::limits::Limits;
+use crate::log_gate::{held_back, LogGate};
 use crate::privacy::{tag, Short};
 use crate::store::{Device, RemoveIf, Store};
 
@@ -87,10 +88,10 @@ struct Inner {
     queue_out: async_channel::Receiver<Job>,
     streams: Arc<async_lock::Semaphore>,
     stats: DispatchStats,
-    last_credential_alarm: Mutex<Option<Instant>>,
-    /// When a dropped push was last logged: an overload drops thousands a
-    /// second, and one line each would cost more than the pushes.
-    last_drop_warning: Mutex<Option<Instant>>,
+    credential_alarm: LogGate,
+    /// An overload drops thousands of pushes a second, and one line each
+    /// would cost more than the pushes.
+    drop_warning: LogGate,
 }
 
 /// Handle to the dispatcher; cheap to clone.
@@ -122,8 +123,8 @@ impl Dispatcher {
                 queue_out,
                 streams,
                 stats: DispatchStats::default(),
-                last_credential_alarm: Mutex::new(None),
-                last_drop_warning: Mutex::new(None),
+                credential_alarm: LogGate::default(),
+                drop_warning: LogGate::default(),
             }),
         }
     }
@@ -189,7 +190,7 @@ impl Dispatcher {
             Ok(Some(oldest)) => {
                 held.queued.remove(&oldest.push.token);
                 let n = self.inner.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if once_a_minute(&self.inner.last_drop_warning) {
+                if self.inner.drop_warning.pass().is_some() {
                     log::warn!(
                         "push queue full ({} pushes): dropped the oldest push ({n} dropped so far; said at most once a minute)",
                         self.inner.limits.push_queue_len
@@ -353,12 +354,13 @@ impl Dispatcher {
 
     /// Credential errors are the admin's to fix: say so loudly, once a minute.
     fn credential_alarm(&self, status: u16, reason: &str) {
-        if !once_a_minute(&self.inner.last_credential_alarm) {
+        let Some(held) = self.inner.credential_alarm.pass() else {
             return;
-        }
+        };
         log::error!(
             "APNs rejected our credentials ({status} {reason}): check the push certificate or key \
-             and its topic; devices are kept and pushes retried"
+             and its topic; devices are kept and pushes retried{}",
+            held_back(held)
         );
     }
 
@@ -384,14 +386,4 @@ impl Dispatcher {
         }
         self.inner.apns.close().await;
     }
-}
-
-/// True at most once a minute per `last`: for warnings that can repeat fast.
-fn once_a_minute(last: &Mutex<Option<Instant>>) -> bool {
-    let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
-        return false;
-    }
-    *last = Some(Instant::now());
-    true
 }

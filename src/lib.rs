@@ -26,6 +26,7 @@ pub mod files;
 pub mod identity;
 pub mod import;
 pub mod limits;
+pub mod log_gate;
 pub mod metrics;
 pub mod pass;
 pub mod plugin;

@@ -314,10 +314,8 @@ impl HttpFrontEnd {
         if let Some(reason) = &reply.reason {
             self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
             if reply.code == 503 {
-                log::error!(
-                    "plugin request from {peer} failed ({}): {reason}",
-                    reply.code
-                );
+                self.stats
+                    .log_failure(&format_args!("plugin request from {peer}"), reason);
             } else {
                 log::warn!(
                     "plugin request from {peer} refused ({}): {reason}",

@@ -508,7 +508,7 @@ impl LegacyFrontEnd {
             Err(e @ ServiceError::Store(_)) => {
                 self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
                 let reason = e.to_string();
-                log::error!("legacy plugin request failed: {reason}");
+                self.stats.log_failure(&"legacy plugin request", &reason);
                 self.write(&mut stream, &reply(Err(reason))).await;
             }
             Err(e @ ServiceError::Invalid(_)) => self.refuse(&mut stream, &e.to_string()).await,

@@ -11,6 +11,8 @@ use portable_atomic::AtomicU64;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::log_gate::{held_back, LogGate};
+
 /// Connection and request counters of one front end, for metrics.
 #[derive(Default, Debug)]
 pub struct FrontEndStats {
@@ -19,6 +21,9 @@ pub struct FrontEndStats {
     pub refused_over_limit: AtomicU64,
     pub requests: AtomicU64,
     pub bad_requests: AtomicU64,
+    /// Requests the store could not serve (503): a full disk fails every
+    /// registration, so their log line is gated.
+    store_failure_log: LogGate,
 }
 
 impl FrontEndStats {
@@ -37,6 +42,16 @@ impl FrontEndStats {
         self.open.fetch_add(1, Ordering::Relaxed);
         self.accepted.fetch_add(1, Ordering::Relaxed);
         Some(OpenSlot(Arc::clone(self)))
+    }
+}
+
+impl FrontEndStats {
+    /// Logs a request that failed on our side (503) at error level: at most
+    /// once a minute per front end, with the count held back since.
+    pub fn log_failure(&self, who: &dyn std::fmt::Display, reason: &str) {
+        if let Some(held) = self.store_failure_log.pass() {
+            log::error!("{who} failed (503): {reason}{}", held_back(held));
+        }
     }
 }
 
