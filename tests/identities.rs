@@ -281,7 +281,7 @@ fn provider_token_is_reused_within_its_window_and_replaced_after_it() {
     let mut pushes = Vec::new();
     while pushes
         .last()
-        .map_or(true, |p: &Request| auth(p) == auth(&pushes[0]))
+        .is_none_or(|p: &Request| auth(p) == auth(&pushes[0]))
     {
         assert!(Instant::now() < deadline, "no new token in {TIMEOUT:?}");
         new_mail(&mut plugin, "alice");
