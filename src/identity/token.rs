@@ -384,6 +384,23 @@ mod tests {
     }
 
     #[test]
+    fn the_schedule_comes_from_the_limits_given() {
+        let limits = Limits {
+            provider_token_reuse: 3 * MIN,
+            provider_token_min_interval: MIN,
+            ..Limits::default()
+        };
+        let id = identity().0.with_limits(&limits);
+        let first = id.authorization_at(Duration::ZERO, 1).unwrap();
+        id.rejected_at(EXPIRED, Duration::ZERO);
+        assert_eq!(id.authorization_at(MIN / 2, 2).unwrap(), first);
+        let second = id.authorization_at(MIN, 3).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(id.authorization_at(MIN * 3 + MIN / 2, 4).unwrap(), second);
+        assert_ne!(id.authorization_at(MIN * 4, 5).unwrap(), second);
+    }
+
+    #[test]
     fn other_rejections_do_not_churn_tokens() {
         let (id, _) = identity();
         let first = id.authorization_at(Duration::ZERO, 1).unwrap();
