@@ -1,8 +1,9 @@
 //! Push identities end to end: the real binary pushes to the mock APNs with
 //! an RSA certificate from PEM (PKCS#1 key) or a PKCS#12 bundle (empty and
 //! real passwords, Keychain's and OpenSSL 3's encryptions), or with a
-//! provider token whose JWT the test verifies; `check-config` and `pass`
-//! are run as an admin would.
+//! provider token whose JWT the test verifies, reused and then replaced on
+//! schedule or early on ExpiredProviderToken (the schedule shortened through
+//! `XAPSD_TEST_TIMEOUTS`); `check-config` and `pass` are run as an admin would.
 
 mod support;
 
