@@ -319,14 +319,14 @@ fn provider_token_is_reused_within_its_window_and_replaced_after_it() {
 fn expired_provider_token_is_replaced_early_but_not_within_the_minimum_interval() {
     // The minimum is longer than the first retry's backoff (2 s) so the
     // retry that comes too early must still carry the old token.
-    const MIN_INTERVAL: Duration = Duration::from_millis(3000);
+    const MIN_INTERVAL: Duration = Duration::from_millis(3500);
     let ca = TestCa::new();
     let mock = token_mock(&ca);
     let dir = TempDir::new("p8");
     let (p8, public) = token_key(&dir);
     let daemon = Daemon::start(token_config(&mock, &p8).env(
         "XAPSD_TEST_TIMEOUTS",
-        "provider_token_min_interval=3000,credential_retry_min=100",
+        "provider_token_min_interval=3500,credential_retry_min=100",
     ));
     // Apple refuses every push with the expired token, as it would.
     mock.answer(ALICE_TOKEN, Answer::error(403, "ExpiredProviderToken"));
@@ -362,7 +362,7 @@ fn expired_provider_token_is_replaced_early_but_not_within_the_minimum_interval(
     assert!(apart >= MIN_INTERVAL, "new token after {apart:?}");
     let old = support::jwt::verify(&old_auth, &public).unwrap();
     let new = support::jwt::verify(auth(&renewed), &public).unwrap();
-    // Made >= 3 s apart, so whole-second iats differ by more than 2.
+    // Made >= 3.5 s apart, so whole-second iats differ by more than 2.5.
     assert!(new.iat >= old.iat + 3, "iat {} then {}", old.iat, new.iat);
     // Early: far inside the default 40-minute reuse.
     assert!(apart < Duration::from_secs(60), "{apart:?}");
