@@ -94,7 +94,10 @@ pub fn init_logging(level: LevelFilter) {
 
 /// Loads the configured identity; `None` means dry run. The config was
 /// validated, so at most one kind is set.
-pub fn load_identity(config: &Config) -> Result<Option<Arc<dyn PushIdentity>>, IdentityError> {
+pub fn load_identity(
+    config: &Config,
+    limits: &Limits,
+) -> Result<Option<Arc<dyn PushIdentity>>, IdentityError> {
     if let (Some(cert), Some(key)) = (&config.cert_file, config.key_path()) {
         return Ok(Some(Arc::new(PemIdentity::load(cert, key)?)));
     }
@@ -107,9 +110,9 @@ pub fn load_identity(config: &Config) -> Result<Option<Arc<dyn PushIdentity>>, I
         &config.team_id,
         &config.topic,
     ) {
-        return Ok(Some(Arc::new(TokenIdentity::load(
-            p8, key_id, team_id, topic,
-        )?)));
+        return Ok(Some(Arc::new(
+            TokenIdentity::load(p8, key_id, team_id, topic)?.with_limits(limits),
+        )));
     }
     Ok(None)
 }
@@ -249,7 +252,7 @@ pub fn check_config(mut config: Config) -> i32 {
     if config.apple_id.is_some() {
         return check_apple_id(&config);
     }
-    match load_identity(&config) {
+    match load_identity(&config, &limits) {
         Ok(Some(identity)) => print_identity(identity.as_ref()),
         Ok(None) => {
             println!("push identity: none (dry run: pushes are logged, not sent)");
@@ -545,7 +548,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
         log::info!("store: {} ({why})", db_path.display());
     }
 
-    let identity = load_identity(&config).map_err(DaemonError::Identity)?;
+    let identity = load_identity(&config, &limits).map_err(DaemonError::Identity)?;
     match &identity {
         Some(identity) => report_identity(identity.as_ref()),
         // Its certificates are in the store, reported once it is open.
@@ -708,7 +711,7 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
 
         while let Ok(signal) = signal_rx.recv().await {
             if signal == SIGHUP {
-                reload(&config, &slot);
+                reload(&config, &limits, &slot);
             } else {
                 log::info!("signal {signal}: shutting down");
                 break;
@@ -776,8 +779,8 @@ fn apple_id_renewer(
 }
 
 /// SIGHUP: reload the identity files; on failure keep the one in force.
-fn reload(config: &Config, slot: &IdentitySlot) {
-    match load_identity(config) {
+fn reload(config: &Config, limits: &Limits, slot: &IdentitySlot) {
+    match load_identity(config, limits) {
         Ok(Some(identity)) => {
             report_identity(identity.as_ref());
             let topic = identity.topic().to_owned();

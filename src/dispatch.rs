@@ -319,7 +319,9 @@ impl Dispatcher {
                 stats.credential_errors.fetch_add(1, Ordering::Relaxed);
                 self.credential_alarm(status, reason);
                 job.attempts += 1;
-                let wait = self.backoff(job.attempts).max(Duration::from_secs(60));
+                let wait = self
+                    .backoff(job.attempts)
+                    .max(self.inner.limits.credential_retry_min);
                 self.hold_unless_waiting(job, wait);
             }
             Outcome::Retry {

@@ -74,6 +74,15 @@ pub struct Limits {
     pub request_buffer_pool: usize,
     /// Registrations not renewed for `expire_days` are looked for this often.
     pub expiry_sweep_interval: Duration,
+    /// A provider token is reused this long before a new one is made. Apple
+    /// refuses tokens older than an hour and asks for reuse of 20 to 60 minutes.
+    pub provider_token_reuse: Duration,
+    /// Never make provider tokens more often than this, even when APNs says
+    /// the token expired: faster refreshes get 429 TooManyProviderTokenUpdates.
+    pub provider_token_min_interval: Duration,
+    /// A push refused for our credentials (certificate, token, topic) waits
+    /// at least this before it is retried: the admin has to act first.
+    pub credential_retry_min: Duration,
     /// The `memory_budget_kib` these bounds were derived from.
     pub budget_kib: u64,
 }
@@ -237,6 +246,9 @@ impl Limits {
             ),
             shutdown_grace: Duration::from_secs(5),
             expiry_sweep_interval: Duration::from_secs(3600),
+            provider_token_reuse: Duration::from_secs(40 * 60),
+            provider_token_min_interval: Duration::from_secs(20 * 60),
+            credential_retry_min: Duration::from_secs(60),
             budget_kib: kib,
         }
     }
@@ -296,14 +308,6 @@ impl Default for Limits {
     }
 }
 
-/// A provider token is reused this long before a new one is made. Apple
-/// refuses tokens older than an hour and asks for reuse of 20 to 60 minutes.
-pub const PROVIDER_TOKEN_REUSE: Duration = Duration::from_secs(40 * 60);
-
-/// Never make provider tokens more often than this, even when APNs says the
-/// token expired: faster refreshes get 429 TooManyProviderTokenUpdates.
-pub const PROVIDER_TOKEN_MIN_INTERVAL: Duration = Duration::from_secs(20 * 60);
-
 /// The startup report warns when a certificate has fewer days left.
 pub const CERT_WARN_DAYS: i64 = 30;
 
@@ -350,6 +354,9 @@ impl Limits {
                 "apns_request_timeout" => &mut self.apns_request_timeout,
                 "apns_backoff_max" => &mut self.apns_backoff_max,
                 "expiry_sweep_interval" => &mut self.expiry_sweep_interval,
+                "provider_token_reuse" => &mut self.provider_token_reuse,
+                "provider_token_min_interval" => &mut self.provider_token_min_interval,
+                "credential_retry_min" => &mut self.credential_retry_min,
                 other => return Err(format!("`{other}` is not a timeout the hook can set")),
             };
             *field = Duration::from_millis(ms.max(1));
@@ -409,10 +416,13 @@ mod tests {
     #[test]
     fn the_test_hook_sets_named_timeouts_only() {
         let l = Limits::default()
-            .with_test_timeouts("plugin_idle_timeout=1500, apns_request_timeout=700")
+            .with_test_timeouts(
+                "plugin_idle_timeout=1500, apns_request_timeout=700, provider_token_reuse=900",
+            )
             .unwrap();
         assert_eq!(l.plugin_idle_timeout, Duration::from_millis(1500));
         assert_eq!(l.apns_request_timeout, Duration::from_millis(700));
+        assert_eq!(l.provider_token_reuse, Duration::from_millis(900));
         assert_eq!(
             l.plugin_request_timeout,
             Limits::default().plugin_request_timeout

@@ -1,15 +1,16 @@
 //! Push identities end to end: the real binary pushes to the mock APNs with
 //! an RSA certificate from PEM (PKCS#1 key) or a PKCS#12 bundle (empty and
 //! real passwords, Keychain's and OpenSSL 3's encryptions), or with a
-//! provider token whose JWT the test verifies; `check-config` and `pass`
-//! are run as an admin would.
+//! provider token whose JWT the test verifies, reused and then replaced on
+//! schedule or early on ExpiredProviderToken (the schedule shortened through
+//! `XAPSD_TEST_TIMEOUTS`); `check-config` and `pass` are run as an admin would.
 
 mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 #[cfg(feature = "pkcs12")]
 use support::certs::CertAndKey;
@@ -253,6 +254,122 @@ fn expired_provider_token_is_not_replaced_within_twenty_minutes() {
         pushes[1].header("authorization")
     );
     support::jwt::verify(pushes[1].header("authorization").unwrap(), &public).unwrap();
+}
+
+/// The `authorization` header of a push (every token-mode push has one).
+fn auth(push: &Request) -> &str {
+    push.header("authorization").expect("authorization header")
+}
+
+#[test]
+fn provider_token_is_reused_within_its_window_and_replaced_after_it() {
+    const REUSE: Duration = Duration::from_millis(1500);
+    let ca = TestCa::new();
+    let mock = token_mock(&ca);
+    let dir = TempDir::new("p8");
+    let (p8, public) = token_key(&dir);
+    let daemon = Daemon::start(token_config(&mock, &p8).env(
+        "XAPSD_TEST_TIMEOUTS",
+        "provider_token_reuse=1500,provider_token_min_interval=500",
+    ));
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    register(&mut plugin, ALICE_ACCOUNT, ALICE_TOKEN, "alice");
+
+    // No push was sent before this, so the first token is made after it
+    // and the new one, REUSE later, before the mock receives it.
+    let started = Instant::now();
+    let deadline = started + TIMEOUT;
+    let mut pushes = Vec::new();
+    while pushes
+        .last()
+        .is_none_or(|p: &Request| auth(p) == auth(&pushes[0]))
+    {
+        assert!(Instant::now() < deadline, "no new token in {TIMEOUT:?}");
+        new_mail(&mut plugin, "alice");
+        pushes = mock.wait_for_requests(pushes.len() + 1, TIMEOUT);
+        // Pacing only (the wait above is the synchronisation): a few dozen
+        // pushes over the window rather than thousands.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let renewed = pushes.last().unwrap();
+    let first = &pushes[0];
+    assert!(
+        pushes.len() >= 3,
+        "the first token was reused: {}",
+        pushes.len()
+    );
+    assert!(
+        renewed.received_at.duration_since(started) >= REUSE,
+        "replaced after {:?}",
+        renewed.received_at.duration_since(started)
+    );
+    let old = support::jwt::verify(auth(first), &public).unwrap();
+    let new = support::jwt::verify(auth(renewed), &public).unwrap();
+    assert!(new.iat > old.iat, "iat {} then {}", old.iat, new.iat);
+    assert_eq!((new.kid.as_str(), new.iss.as_str()), (KEY_ID, TEAM_ID));
+    eprintln!(
+        "token reuse: {} pushes with the first token, renewed after {:?}, iat +{} s",
+        pushes.len() - 1,
+        renewed.received_at.duration_since(started),
+        new.iat - old.iat
+    );
+}
+
+#[test]
+fn expired_provider_token_is_replaced_early_but_not_within_the_minimum_interval() {
+    // The minimum is longer than the first retry's backoff (2 s) so the
+    // retry that comes too early must still carry the old token.
+    const MIN_INTERVAL: Duration = Duration::from_millis(3500);
+    let ca = TestCa::new();
+    let mock = token_mock(&ca);
+    let dir = TempDir::new("p8");
+    let (p8, public) = token_key(&dir);
+    let daemon = Daemon::start(token_config(&mock, &p8).env(
+        "XAPSD_TEST_TIMEOUTS",
+        "provider_token_min_interval=3500,credential_retry_min=100",
+    ));
+    // Apple refuses every push with the expired token, as it would.
+    mock.answer(ALICE_TOKEN, Answer::error(403, "ExpiredProviderToken"));
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    register(&mut plugin, ALICE_ACCOUNT, ALICE_TOKEN, "alice");
+    let started = Instant::now();
+    new_mail(&mut plugin, "alice");
+    let first = mock.wait_for_requests(1, TIMEOUT).remove(0);
+    let old_auth = auth(&first).to_owned();
+    daemon.wait_log("provider token expired", TIMEOUT);
+
+    let renewed = mock
+        .wait_for_requests_where(1, TIMEOUT, |r| {
+            r.header("authorization") != Some(old_auth.as_str())
+        })
+        .remove(0);
+    let pushes = mock.requests();
+    let with_old = pushes
+        .iter()
+        .filter(|r| r.header("authorization") == Some(old_auth.as_str()))
+        .count();
+    assert!(
+        pushes.iter().all(|r| r.device_token() == Some(ALICE_TOKEN)),
+        "only Alice's push, retried"
+    );
+    assert!(
+        with_old >= 2,
+        "a retry inside the interval kept the old token"
+    );
+    // The first token was made after `started`, the new one before the mock
+    // received it: their distance is at most this.
+    let apart = renewed.received_at.duration_since(started);
+    assert!(apart >= MIN_INTERVAL, "new token after {apart:?}");
+    let old = support::jwt::verify(&old_auth, &public).unwrap();
+    let new = support::jwt::verify(auth(&renewed), &public).unwrap();
+    // Made >= 3.5 s apart, so whole-second iats differ by more than 2.5.
+    assert!(new.iat >= old.iat + 3, "iat {} then {}", old.iat, new.iat);
+    // Early: far inside the default 40-minute reuse.
+    assert!(apart < Duration::from_secs(60), "{apart:?}");
+    eprintln!(
+        "expired token: {with_old} pushes with the old token, new one after {apart:?}, iat +{} s",
+        new.iat - old.iat
+    );
 }
 
 #[test]

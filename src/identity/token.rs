@@ -8,9 +8,9 @@
 //! and the team (`iss`) and the time it was made (`iat`); it refuses tokens
 //! older than an hour and answers 429 TooManyProviderTokenUpdates to a
 //! provider that makes new ones more often than every 20 minutes. So one
-//! token is reused for [`PROVIDER_TOKEN_REUSE`], replaced early when Apple
+//! token is reused for `provider_token_reuse`, replaced early when Apple
 //! says `ExpiredProviderToken`, and never replaced sooner than
-//! [`PROVIDER_TOKEN_MIN_INTERVAL`] after the last one.
+//! `provider_token_min_interval` after the last one (both in [`Limits`]).
 
 use std::fmt;
 use std::path::Path;
@@ -25,7 +25,7 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::sign::CertifiedKey;
 
 use super::{IdentityError, PushIdentity};
-use crate::limits::{PROVIDER_TOKEN_MIN_INTERVAL, PROVIDER_TOKEN_REUSE};
+use crate::limits::Limits;
 
 /// What reports call a token identity.
 pub const KIND: &str = "provider token";
@@ -79,15 +79,31 @@ struct Schedule {
     refresh_wanted: bool,
 }
 
+/// How long a token is reused and how soon it may be replaced; from
+/// [`Limits`] so the integration tests can shorten both.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    reuse: Duration,
+    min_interval: Duration,
+}
+
 impl Schedule {
-    fn due(&self, now: Duration) -> bool {
+    fn due(&self, now: Duration, timing: Timing) -> bool {
         match self.minted_at {
             None => true,
             Some(at) => {
                 let age = now.saturating_sub(at);
-                age >= PROVIDER_TOKEN_REUSE
-                    || (self.refresh_wanted && age >= PROVIDER_TOKEN_MIN_INTERVAL)
+                age >= timing.reuse || (self.refresh_wanted && age >= timing.min_interval)
             }
+        }
+    }
+}
+
+impl From<&Limits> for Timing {
+    fn from(limits: &Limits) -> Timing {
+        Timing {
+            reuse: limits.provider_token_reuse,
+            min_interval: limits.provider_token_min_interval,
         }
     }
 }
@@ -105,6 +121,7 @@ pub struct TokenIdentity {
     topic: String,
     key: EcdsaKeyPair,
     rng: SystemRandom,
+    timing: Timing,
     current: Mutex<Current>,
 }
 
@@ -157,6 +174,7 @@ impl TokenIdentity {
             topic: topic.to_owned(),
             key,
             rng,
+            timing: Timing::from(&Limits::default()),
             current: Mutex::new(Current {
                 schedule: Schedule::default(),
                 header: None,
@@ -167,6 +185,13 @@ impl TokenIdentity {
             .jwt(crate::clock::unix_now())
             .map_err(|e| rejected(e.to_string()))?;
         Ok(identity)
+    }
+
+    /// Takes the reuse time and minimum interval from `limits` (the
+    /// defaults until this is called).
+    pub fn with_limits(mut self, limits: &Limits) -> TokenIdentity {
+        self.timing = Timing::from(limits);
+        self
     }
 
     /// The key ID (`kid`), for reports; it is not a secret.
@@ -194,7 +219,7 @@ impl TokenIdentity {
     /// and wall-clock `unix`: the clock is a parameter so tests can move it.
     pub fn authorization_at(&self, now: Duration, unix: u64) -> Option<Arc<str>> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.schedule.due(now) || current.header.is_none() {
+        if current.schedule.due(now, self.timing) || current.header.is_none() {
             match self.jwt(unix) {
                 Ok(jwt) => {
                     log::debug!("made a new provider token (iat {unix})");
@@ -222,7 +247,11 @@ impl TokenIdentity {
             let wait = current
                 .schedule
                 .minted_at
-                .map(|at| PROVIDER_TOKEN_MIN_INTERVAL.saturating_sub(now.saturating_sub(at)))
+                .map(|at| {
+                    self.timing
+                        .min_interval
+                        .saturating_sub(now.saturating_sub(at))
+                })
                 .unwrap_or_default();
             log::warn!(
                 "APNs says the provider token expired (is the clock right?); \
@@ -352,6 +381,23 @@ mod tests {
         id.rejected_at(EXPIRED, t0 + 21 * MIN);
         assert_eq!(id.authorization_at(t0 + 39 * MIN, 5).unwrap(), second);
         assert_ne!(id.authorization_at(t0 + 40 * MIN, 6).unwrap(), second);
+    }
+
+    #[test]
+    fn the_schedule_comes_from_the_limits_given() {
+        let limits = Limits {
+            provider_token_reuse: 3 * MIN,
+            provider_token_min_interval: MIN,
+            ..Limits::default()
+        };
+        let id = identity().0.with_limits(&limits);
+        let first = id.authorization_at(Duration::ZERO, 1).unwrap();
+        id.rejected_at(EXPIRED, Duration::ZERO);
+        assert_eq!(id.authorization_at(MIN / 2, 2).unwrap(), first);
+        let second = id.authorization_at(MIN, 3).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(id.authorization_at(MIN * 3 + MIN / 2, 4).unwrap(), second);
+        assert_ne!(id.authorization_at(MIN * 4, 5).unwrap(), second);
     }
 
     #[test]
