@@ -104,15 +104,20 @@ fn cpu_user_sys_ms(pid: u32) -> (f64, f64) {
     (field(11) * 10.0, field(12) * 10.0)
 }
 
-/// Peak resident set (VmHWM) in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A KiB figure of `/proc/PID/status` (`VmHWM:`, `VmRSS:`), 0 if unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Peak resident set (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
 }
 
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
@@ -546,13 +551,7 @@ fn notifies_2000(name: &'static str, latency: Duration) -> Report {
 
 /// Resident set now (VmRSS) in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    status_kib(pid, "VmRSS:")
 }
 
 /// (c): 2,000 idle plugin connections + 100,000 registrations + sustained notifies.

@@ -28,6 +28,7 @@ pub mod import;
 pub mod limits;
 pub mod log_gate;
 pub mod metrics;
+pub mod net;
 pub mod pass;
 pub mod plugin;
 pub mod privacy;

@@ -4,7 +4,7 @@
 //! smol/futures-io TLS stream to them, so no tokio runtime is involved.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::Arc;
 
 use async_io::Async;
@@ -16,15 +16,15 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, SignatureScheme};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 
+use crate::net::TcpConnectError;
+
 /// The HTTP/2 connection future; it must be polled for the connection to work.
 pub type Driver = h2::client::Connection<Compat<TlsStream<Async<TcpStream>>>, Bytes>;
 
 /// Why connecting failed.
 #[derive(Debug)]
 pub enum ConnectError {
-    Resolve(String, std::io::Error),
-    NoAddress(String),
-    Tcp(SocketAddr, std::io::Error),
+    Tcp(TcpConnectError),
     Tls(std::io::Error),
     NoH2,
     Http2(h2::Error),
@@ -35,9 +35,7 @@ pub enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectError::Resolve(host, e) => write!(f, "cannot resolve {host}: {e}"),
-            ConnectError::NoAddress(host) => write!(f, "{host} resolves to no address"),
-            ConnectError::Tcp(addr, e) => write!(f, "TCP connect to {addr}: {e}"),
+            ConnectError::Tcp(e) => e.fmt(f),
             ConnectError::Tls(e) => write!(f, "TLS handshake: {e}"),
             ConnectError::NoH2 => f.write_str("server did not agree to HTTP/2 (ALPN h2)"),
             ConnectError::Http2(e) => write!(f, "HTTP/2 handshake: {e}"),
@@ -98,25 +96,9 @@ pub async fn connect(
 ) -> Result<(h2::client::SendRequest<Bytes>, Driver), ConnectError> {
     let server_name = ServerName::try_from(host.to_owned())
         .map_err(|_| ConnectError::BadServerName(host.to_owned()))?;
-    let target = format!("{host}:{port}");
-    let addrs: Vec<SocketAddr> = {
-        let lookup = target.clone();
-        blocking::unblock(move || lookup.to_socket_addrs().map(Iterator::collect))
-            .await
-            .map_err(|e| ConnectError::Resolve(target.clone(), e))?
-    };
-    let mut last = ConnectError::NoAddress(target);
-    let mut tcp = None;
-    for addr in addrs {
-        match Async::<TcpStream>::connect(addr).await {
-            Ok(stream) => {
-                tcp = Some(stream);
-                break;
-            }
-            Err(e) => last = ConnectError::Tcp(addr, e),
-        }
-    }
-    let tcp = tcp.ok_or(last)?;
+    let tcp = crate::net::connect(host, port)
+        .await
+        .map_err(ConnectError::Tcp)?;
     let _ = tcp.get_ref().set_nodelay(true);
     let tls_stream = futures_rustls::TlsConnector::from(tls)
         .connect(server_name, tcp)

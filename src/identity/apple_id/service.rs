@@ -6,17 +6,16 @@
 //! and the answer is read up to a size bound within a time bound.
 
 use std::fmt;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_io::Async;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::clock::within;
 use crate::config::HttpsUrl;
+use crate::net::TcpConnectError;
 
 /// `User-Agent` of macOS Server's servermgrd, which the service expects.
 pub const USER_AGENT: &str = "Servermgrd%20Plugin/6.0 CFNetwork/811.11 Darwin/16.7.0 (x86_64)";
@@ -47,8 +46,7 @@ pub struct Answer {
 /// Why no answer was read.
 #[derive(Debug)]
 pub enum ServiceError {
-    Resolve(String, std::io::Error),
-    Connect(String, std::io::Error),
+    Connect(TcpConnectError),
     Tls(std::io::Error),
     Io(std::io::Error),
     Timeout(Duration),
@@ -59,8 +57,7 @@ pub enum ServiceError {
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ServiceError::Resolve(host, e) => write!(f, "cannot resolve {host}: {e}"),
-            ServiceError::Connect(target, e) => write!(f, "cannot connect to {target}: {e}"),
+            ServiceError::Connect(e) => e.fmt(f),
             ServiceError::Tls(e) => write!(f, "TLS: {e}"),
             ServiceError::Io(e) => write!(f, "connection failed: {e}"),
             ServiceError::Timeout(t) => write!(f, "no complete answer within {t:?}"),
@@ -124,30 +121,9 @@ async fn exchange(
     tls: Arc<ClientConfig>,
     max_answer: usize,
 ) -> Result<Answer, ServiceError> {
-    let target = format!("{}:{}", url.host, url.port);
-    let addrs: Vec<SocketAddr> = {
-        let lookup = target.clone();
-        blocking::unblock(move || lookup.to_socket_addrs().map(Iterator::collect))
-            .await
-            .map_err(|e| ServiceError::Resolve(target.clone(), e))?
-    };
-    let mut last = None;
-    let mut tcp = None;
-    for addr in addrs {
-        match Async::<TcpStream>::connect(addr).await {
-            Ok(stream) => {
-                tcp = Some(stream);
-                break;
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let tcp = tcp.ok_or_else(|| {
-        ServiceError::Connect(
-            target.clone(),
-            last.unwrap_or_else(|| std::io::Error::other("no address")),
-        )
-    })?;
+    let tcp = crate::net::connect(&url.host, url.port)
+        .await
+        .map_err(ServiceError::Connect)?;
     let name = ServerName::try_from(url.host.clone())
         .map_err(|_| ServiceError::BadResponse(format!("`{}` is not a server name", url.host)))?;
     let mut stream = futures_rustls::TlsConnector::from(tls)
