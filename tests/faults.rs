@@ -40,6 +40,18 @@ fn notify_json(user: &str, event: &str) -> String {
 
 /// Registers devices `range` (device i for user `u<i>` unless `user` is
 /// given) over `conns` parallel connections; every one must get 200.
+/// One new-mail notify for each of users `u0..u{n-1}` on one keep-alive
+/// connection; every one must be answered 200 (`why` says what that shows).
+fn notify_each(daemon: &Daemon, n: usize, why: &str) {
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
+    for i in 0..n {
+        let r = plugin
+            .post("/notify", &notify_json(&format!("u{i}"), "MessageNew"))
+            .unwrap();
+        assert_eq!(r.status, 200, "{why}");
+    }
+}
+
 fn register_range(
     daemon: &Daemon,
     range: std::ops::Range<usize>,
@@ -200,17 +212,12 @@ fn pushes_accepted_while_apns_is_down_all_arrive_when_it_is_back() {
 
     apple.mock.set_down(true);
     let mark = daemon.log_mark();
-    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
-    for i in 0..devices {
-        let r = plugin
-            .post("/notify", &notify_json(&format!("u{i}"), "MessageNew"))
-            .unwrap();
-        assert_eq!(r.status, 200);
-    }
+    notify_each(&daemon, devices, "notify answered while APNs is down");
     // Down for a while: two failed connection attempts, a backoff apart.
     daemon.wait_log_since(mark, "cannot connect to APNs", TIMEOUT);
     let second = daemon.log_mark();
     daemon.wait_log_since(second, "cannot connect to APNs", TIMEOUT);
+    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
     let r = plugin
         .raw(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -304,13 +311,7 @@ fn a_stalled_apns_times_out_reconnects_and_the_queue_keeps_its_bound() {
 
     apple.mock.set_stall(true);
     let mark = daemon.log_mark();
-    let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
-    for i in 0..devices {
-        let r = plugin
-            .post("/notify", &notify_json(&format!("u{i}"), "MessageNew"))
-            .unwrap();
-        assert_eq!(r.status, 200, "notify answered while APNs stalls");
-    }
+    notify_each(&daemon, devices, "notify answered while APNs stalls");
     daemon.wait_log_since(mark, "push queue full", TIMEOUT);
     daemon.wait_log_since(mark, "no answer within 1s", TIMEOUT);
     // A new connection after the timeout, stalled as well.

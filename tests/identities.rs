@@ -256,6 +256,18 @@ fn expired_provider_token_is_not_replaced_within_twenty_minutes() {
     support::jwt::verify(pushes[1].header("authorization").unwrap(), &public).unwrap();
 }
 
+/// A token-identity daemon with shortened token timings (`XAPSD_TEST_TIMEOUTS`
+/// items), its mock APNs and the key's public half; the CA and key folder
+/// are returned so they outlive the test.
+fn token_daemon(timeouts: &str) -> (TestCa, TempDir, MockApns, Vec<u8>, Daemon) {
+    let ca = TestCa::new();
+    let mock = token_mock(&ca);
+    let dir = TempDir::new("p8");
+    let (p8, public) = token_key(&dir);
+    let daemon = Daemon::start(token_config(&mock, &p8).env("XAPSD_TEST_TIMEOUTS", timeouts));
+    (ca, dir, mock, public, daemon)
+}
+
 /// The `authorization` header of a push (every token-mode push has one).
 fn auth(push: &Request) -> &str {
     push.header("authorization").expect("authorization header")
@@ -264,14 +276,8 @@ fn auth(push: &Request) -> &str {
 #[test]
 fn provider_token_is_reused_within_its_window_and_replaced_after_it() {
     const REUSE: Duration = Duration::from_millis(1500);
-    let ca = TestCa::new();
-    let mock = token_mock(&ca);
-    let dir = TempDir::new("p8");
-    let (p8, public) = token_key(&dir);
-    let daemon = Daemon::start(token_config(&mock, &p8).env(
-        "XAPSD_TEST_TIMEOUTS",
-        "provider_token_reuse=1500,provider_token_min_interval=500",
-    ));
+    let (_ca, _dir, mock, public, daemon) =
+        token_daemon("provider_token_reuse=1500,provider_token_min_interval=500");
     let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
     register(&mut plugin, ALICE_ACCOUNT, ALICE_TOKEN, "alice");
 
@@ -320,14 +326,8 @@ fn expired_provider_token_is_replaced_early_but_not_within_the_minimum_interval(
     // The minimum is longer than the first retry's backoff (2 s) so the
     // retry that comes too early must still carry the old token.
     const MIN_INTERVAL: Duration = Duration::from_millis(3500);
-    let ca = TestCa::new();
-    let mock = token_mock(&ca);
-    let dir = TempDir::new("p8");
-    let (p8, public) = token_key(&dir);
-    let daemon = Daemon::start(token_config(&mock, &p8).env(
-        "XAPSD_TEST_TIMEOUTS",
-        "provider_token_min_interval=3500,credential_retry_min=100",
-    ));
+    let (_ca, _dir, mock, public, daemon) =
+        token_daemon("provider_token_min_interval=3500,credential_retry_min=100");
     // Apple refuses every push with the expired token, as it would.
     mock.answer(ALICE_TOKEN, Answer::error(403, "ExpiredProviderToken"));
     let mut plugin = PluginClient::connect(daemon.addr()).unwrap();
